@@ -1,0 +1,5 @@
+"""Counting what a model costs: parameters (and FLOPs)."""
+
+from clipadapt.analysis.params import summary
+
+__all__ = ["summary"]

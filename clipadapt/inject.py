@@ -1,0 +1,548 @@
+"""The injection engine: sites, hooks, the injection record and the ``frames`` context.
+
+An adapter is placed at a named *site* of a pre-norm block
+``x -> x + attn(ln_1(x)) -> x + mlp(ln_2(x))``:
+
+=============  =======================================================  ==========================
+site           what changes                                             realised by
+=============  =======================================================  ==========================
+pre_attn       the residual stream entering the block                   pre-hook on the block
+attn_out       the attention branch output, before the residual add     hook on the branch end
+pre_mlp        the residual stream between the two branches             hook on the branch end
+mlp_parallel   adds ``A(ln_2(x))`` beside the MLP                       hook on the MLP
+post_block     the block output                                         hook on the block
+=============  =======================================================  ==========================
+
+Nothing rewrites a block's ``forward``. ``pre_mlp`` is reached by correcting the attention
+branch: ``branch_out + A(x_in + branch_out)``, where ``x_in`` is the block input captured by a
+pre-hook on the same call. Adapters always see ``(N, L, D)`` batch-first tensors and return a
+delta that the engine adds (never in place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
+
+from clipadapt.backbones import Block, Tower, fingerprint, get_tower, towers_of
+from clipadapt.backbones.base import first_tensor, replace_first
+from clipadapt.registry import ADAPTERS
+
+SITES = ("pre_attn", "attn_out", "pre_mlp", "mlp_parallel", "post_block")
+CONTAINER = "adapters"  # name of the ModuleDict that holds a block's adapters
+STATE = "_clipadapt"  # attribute of the model holding its InjectionState
+FRAMES_TAG = "_clipadapt_num_frames"  # set on block inputs so recomputation knows T
+
+
+class Adapter(nn.Module):
+    """Base class of adapters: ``forward(x, ctx) -> delta`` with ``x`` of shape ``(N, L, D)``.
+
+    Class attributes:
+        sites: the default site(s); several for an adapter that owns several parts (AIM).
+            An empty tuple means the adapter acts on weights instead (LoRA) and implements
+            ``attach(block)``.
+        needs_frames: whether ``ctx.num_frames`` must be known (temporal adapters).
+
+    ``build(dim, site=..., tower=..., **kwargs)`` creates the module for one site of one block;
+    the default calls ``cls(dim, **kwargs)``.
+
+    Example:
+        >>> import torch.nn as nn, clipadapt
+        >>> @clipadapt.register_adapter("scale_demo", override=True)
+        ... class ScaleDemo(clipadapt.Adapter):
+        ...     sites = ("post_block",)
+        ...     def __init__(self, dim):
+        ...         super().__init__()
+        ...         self.gain = nn.Parameter(torch.zeros(dim))
+        ...     def forward(self, x, ctx):
+        ...         return x * self.gain
+    """
+
+    sites: ClassVar[tuple[str, ...]] = ("pre_mlp",)
+    needs_frames: ClassVar[bool] = False
+
+    @classmethod
+    def build(cls, dim: int, *, site: str | None, tower: Tower, **kwargs) -> nn.Module:
+        return cls(dim, **kwargs)
+
+    def attach(self, block: Block) -> Callable[[], None]:
+        """For weight adapters (``sites == ()``): modify `block` and return an undo function."""
+        raise NotImplementedError(f"{type(self).__name__} has no sites and must implement attach()")
+
+
+class FramesError(RuntimeError):
+    """Raised when a temporal adapter runs without a known number of frames."""
+
+
+@dataclass(eq=False)
+class BlockState:
+    """What the hooks of one block share during one call of that block."""
+
+    num_frames: int | None = None
+    x_in: torch.Tensor | None = None  # block input, batch-first, after pre_attn adapters
+    mlp_in: torch.Tensor | None = None
+
+
+@dataclass(eq=False)
+class AdapterContext:
+    """What an adapter may need besides its input: ``ctx`` in ``forward(x, ctx)``.
+
+    Attributes:
+        tower: ``visual`` or ``text``.
+        layer: index of the block in its tower.
+        site: where the adapter sits.
+        cls_index: position of the class token, or ``None``.
+        num_prefix_tokens: tokens before the patch grid.
+        block: the block's modules; ``block.attend(x)`` runs its own frozen attention.
+    """
+
+    tower: str
+    layer: int
+    site: str | None
+    cls_index: int | None
+    num_prefix_tokens: int
+    block: Block
+    native_grid: tuple[int, int] | None
+    state: BlockState = field(repr=False)
+    adapter_name: str = ""
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of frames per video (N = B·T, frames of a video contiguous)."""
+        frames = self.state.num_frames
+        if frames is None:
+            raise FramesError(
+                f"adapter {self.adapter_name!r} in {self.tower} block {self.layer} needs the number of "
+                "frames: run the forward inside `with clipadapt.frames(model, T):`"
+            )
+        return frames
+
+    def grid(self, num_tokens: int) -> tuple[int, int]:
+        """The patch grid ``(h, w)`` for a sequence of `num_tokens` tokens (prefix included)."""
+        patches = num_tokens - self.num_prefix_tokens
+        if self.native_grid and self.native_grid[0] * self.native_grid[1] == patches:
+            return self.native_grid
+        side = int(round(patches**0.5))
+        if side * side != patches:
+            raise ValueError(f"{patches} patch tokens in {self.tower} block {self.layer} do not form a square grid")
+        return side, side
+
+
+@dataclass(eq=False)
+class Injection:
+    """The handle `inject` returns: what was injected where, and how to undo it."""
+
+    name: str
+    tower: str
+    layers: list[int]
+    sites: list[str | None]
+    kwargs: dict[str, Any]
+    modules: list[tuple[int, str | None, nn.Module]] = field(default_factory=list, repr=False)
+    undo: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-serialisable description that re-creates this injection."""
+        return {"name": self.name, "tower": self.tower, "layers": self.layers, "sites": self.sites, "kwargs": self.kwargs}
+
+    def num_params(self) -> int:
+        return sum(p.numel() for _, _, m in self.modules for p in m.parameters())
+
+
+@dataclass(eq=False)
+class InjectionState:
+    """Kept on the model (as a plain attribute, so never in ``state_dict``)."""
+
+    injections: list[Injection] = field(default_factory=list)
+    num_frames: int | None = None
+    blocks: dict[int, tuple[BlockState, RemovableHandle, int]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _state(model: nn.Module, create: bool = False) -> InjectionState | None:
+    state = model.__dict__.get(STATE)
+    if state is None and create:
+        state = InjectionState()
+        model.__dict__[STATE] = state
+    return state
+
+
+def _states(model: nn.Module) -> list[InjectionState]:
+    """Injection states of `model` and of every module inside it (wrappers hold an inner CLIP)."""
+    return [m.__dict__[STATE] for m in model.modules() if STATE in m.__dict__]
+
+
+def resolve_layers(layers: int | Iterable[int] | str, count: int, tower: str = "") -> list[int]:
+    """Normalise a layer selection: an int, negative ints, a range, a list, or ``"all"``.
+
+    Example:
+        >>> resolve_layers(-1, 12), resolve_layers(range(2), 12), resolve_layers("all", 3)
+        ([11], [0, 1], [0, 1, 2])
+    """
+    if isinstance(layers, str):
+        if layers != "all":
+            raise ValueError(f"layers={layers!r} is not understood; use an int, a list, a range or 'all'")
+        return list(range(count))
+    items = [layers] if isinstance(layers, int) else list(layers)
+    resolved = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ValueError(f"layer {item!r} is not an int; {tower} layers are 0..{count - 1} (or -{count}..-1)")
+        if not -count <= item < count:
+            raise ValueError(f"layer {item} does not exist: the {tower} tower has {count} blocks (0..{count - 1}, or -{count}..-1)")
+        resolved.append(item % count)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"layers {items} name the same block twice")
+    return resolved
+
+
+def _to_batch_first(x: torch.Tensor, seq_first: bool) -> torch.Tensor:
+    return x.transpose(0, 1) if seq_first else x
+
+
+def _delta(adapter: nn.Module, x: torch.Tensor, ctx: AdapterContext, seq_first: bool) -> torch.Tensor:
+    """The adapter's delta for a block tensor `x` in the block's own layout and dtype."""
+    x_bf = _to_batch_first(x, seq_first)
+    param = next(adapter.parameters(), None)
+    if param is not None and param.dtype != x.dtype and not torch.is_autocast_enabled():
+        delta = adapter(x_bf.to(param.dtype), ctx).to(x.dtype)
+    else:
+        delta = adapter(x_bf, ctx)
+    return _to_batch_first(delta, seq_first)
+
+
+def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    if args:
+        return args[0]
+    for key in ("x", "q_x", "hidden_states"):
+        if key in kwargs:
+            return kwargs[key]
+    raise RuntimeError(f"cannot find the block input among keyword arguments {sorted(kwargs)}")
+
+
+def _replace_input(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (x, *args[1:]), kwargs
+    for key in ("x", "q_x", "hidden_states"):
+        if key in kwargs:
+            return args, {**kwargs, key: x}
+    raise RuntimeError(f"cannot find the block input among keyword arguments {sorted(kwargs)}")
+
+
+def _block_state(state: InjectionState, block: Block, seq_first: bool) -> BlockState:
+    """The shared per-call state of a block, with the pre-hook that fills it (one per block)."""
+    key = id(block.module)
+    if key in state.blocks:
+        bstate, handle, users = state.blocks[key]
+        state.blocks[key] = (bstate, handle, users + 1)
+        return bstate
+    bstate = BlockState()
+
+    def capture(module, args, kwargs):
+        x = _first_input(args, kwargs)
+        frames = state.num_frames
+        if frames is not None:
+            if not torch.compiler.is_compiling():
+                setattr(x, FRAMES_TAG, frames)
+        else:  # recomputation by gradient checkpointing, after `frames()` has exited
+            frames = getattr(x, FRAMES_TAG, None)
+        bstate.num_frames = frames
+        bstate.x_in = x
+
+    handle = block.module.register_forward_pre_hook(capture, with_kwargs=True, prepend=True)
+    state.blocks[key] = (bstate, handle, 1)
+    return bstate
+
+
+def _release_block_state(state: InjectionState, block_module: nn.Module) -> None:
+    key = id(block_module)
+    bstate, handle, users = state.blocks[key]
+    if users > 1:
+        state.blocks[key] = (bstate, handle, users - 1)
+    else:
+        handle.remove()
+        del state.blocks[key]
+
+
+def _hook_site(site: str, block: Block, adapter: nn.Module, ctx: AdapterContext, seq_first: bool) -> RemovableHandle:
+    """Register the hook that realises `site` for one adapter in one block."""
+    bstate = ctx.state
+
+    if site == "pre_attn":
+
+        def pre_attn(module, args, kwargs):
+            x = _first_input(args, kwargs)
+            x = x + _delta(adapter, x, ctx, seq_first)
+            bstate.x_in = x
+            return _replace_input(args, kwargs, x)
+
+        return block.module.register_forward_pre_hook(pre_attn, with_kwargs=True)
+
+    if site == "attn_out":
+
+        def attn_out(module, args, output):
+            out = first_tensor(output)
+            return replace_first(output, out + _delta(adapter, out, ctx, seq_first))
+
+        return block.attn_end.register_forward_hook(attn_out)
+
+    if site == "pre_mlp":
+
+        def pre_mlp(module, args, output):
+            out = first_tensor(output)
+            return replace_first(output, out + _delta(adapter, bstate.x_in + out, ctx, seq_first))
+
+        return block.attn_end.register_forward_hook(pre_mlp)
+
+    if site == "mlp_parallel":
+
+        def mlp_parallel(module, args, output):
+            return output + _delta(adapter, args[0], ctx, seq_first)
+
+        return block.mlp.register_forward_hook(mlp_parallel)
+
+    if site == "post_block":
+
+        def post_block(module, args, output):
+            out = first_tensor(output)
+            return replace_first(output, out + _delta(adapter, out, ctx, seq_first))
+
+        return block.module.register_forward_hook(post_block)
+
+    raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
+
+
+def _container(block_module: nn.Module) -> nn.ModuleDict:
+    container = getattr(block_module, CONTAINER, None)
+    if container is None:
+        container = nn.ModuleDict()
+        block_module.add_module(CONTAINER, container)
+    elif not isinstance(container, nn.ModuleDict):
+        raise TypeError(f"block {type(block_module).__name__} already has an attribute {CONTAINER!r}")
+    return container
+
+
+def _module_key(name: str, site: str | None) -> str:
+    return name if site is None else f"{name}_{site}"
+
+
+def _resolve_sites(cls: type, name: str, site: str | Sequence[str] | None) -> list[str | None]:
+    default = tuple(getattr(cls, "sites", ("pre_mlp",)))
+    if not default:
+        if site is not None:
+            raise ValueError(f"adapter {name!r} acts on weights and takes no site (got site={site!r})")
+        return [None]
+    sites = list(default) if site is None else [site] if isinstance(site, str) else list(site)
+    for s in sites:
+        if s not in SITES:
+            raise ValueError(f"unknown site {s!r} for adapter {name!r}; sites are {', '.join(SITES)}")
+    if len(set(sites)) != len(sites):
+        raise ValueError(f"site list {sites} repeats a site")
+    return sites
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def inject(
+    model: nn.Module,
+    name: str,
+    *,
+    tower: str = "visual",
+    layers: int | Iterable[int] | str = "all",
+    site: str | Sequence[str] | None = None,
+    freeze: bool = True,
+    **kwargs: Any,
+) -> Injection:
+    """Inject the registered adapter `name` into `layers` of `tower`, at `site`.
+
+    Args:
+        model: a CLIP (or a tower) of a supported family, or a module that contains one.
+        name: a registered adapter (``clipadapt ls adapters``).
+        tower: ``visual`` or ``text``.
+        layers: an int, negative ints, a range, a list, or ``"all"``.
+        site: one of `SITES`, several, or ``None`` for the adapter's own default.
+        freeze: freeze every parameter that is not an adapter (like PEFT).
+        **kwargs: options of the adapter (``width=384``, ...).
+
+    Returns:
+        An `Injection` handle, accepted by `eject`.
+
+    Example:
+        >>> handle = clipadapt.inject(clip, "ted", tower="visual", layers=range(12), width=384)
+    """
+    cls = ADAPTERS.get(name)
+    tower_obj = get_tower(model, tower)
+    layer_ids = resolve_layers(layers, len(tower_obj.blocks), tower)
+    sites = _resolve_sites(cls, name, site)
+    kwargs = {k: list(v) if isinstance(v, (range, tuple)) else v for k, v in kwargs.items()}
+    try:
+        json.dumps(kwargs)
+    except TypeError as err:
+        raise ValueError(f"options of adapter {name!r} must be plain values (numbers, strings, lists): {err}") from None
+
+    for layer in layer_ids:
+        container = getattr(tower_obj.blocks[layer].module, CONTAINER, None)
+        for s in sites:
+            if container is not None and _module_key(name, s) in container:
+                raise ValueError(
+                    f"adapter {name!r} is already injected in {tower} block {layer} at site {s!r}; "
+                    "eject it first or choose another site"
+                )
+
+    state = _state(model, create=True)
+    injection = Injection(name, tower, layer_ids, sites, kwargs)
+    try:
+        for layer in layer_ids:
+            block = tower_obj.blocks[layer]
+            for s in sites:
+                module = cls.build(tower_obj.width, site=s, tower=tower_obj, **kwargs)
+                _attach(state, injection, tower_obj, layer, block, s, module)
+    except Exception:
+        _detach(state, injection)
+        raise
+    state.injections.append(injection)
+    if freeze:
+        freeze_model(model)
+    return injection
+
+
+def _attach(state, injection, tower: Tower, layer: int, block: Block, site, module: nn.Module) -> None:
+    param = next(block.module.parameters(), None)
+    if param is not None:
+        module.to(device=param.device)
+    _container(block.module).add_module(_module_key(injection.name, site), module)
+    injection.modules.append((layer, site, module))
+    key = _module_key(injection.name, site)
+
+    def remove_module():
+        container = getattr(block.module, CONTAINER)
+        del container[key]
+        if len(container) == 0:
+            delattr(block.module, CONTAINER)
+
+    injection.undo.append(remove_module)
+    if site is None:
+        injection.undo.append(module.attach(block))
+        return
+    bstate = _block_state(state, block, tower.seq_first)
+    injection.undo.append(lambda: _release_block_state(state, block.module))
+    ctx = AdapterContext(
+        tower=tower.name,
+        layer=layer,
+        site=site,
+        cls_index=tower.cls_index,
+        num_prefix_tokens=tower.num_prefix_tokens,
+        block=block,
+        native_grid=tower.grid,
+        state=bstate,
+        adapter_name=injection.name,
+    )
+    injection.undo.append(_hook_site(site, block, module, ctx, tower.seq_first).remove)
+
+
+def _detach(state: InjectionState, injection: Injection) -> None:
+    for undo in reversed(injection.undo):
+        undo()
+    injection.undo.clear()
+
+
+def injections(model: nn.Module) -> list[Injection]:
+    """Every injection made into `model` or into a module inside it, in order."""
+    return [inj for state in _states(model) for inj in state.injections]
+
+
+def eject(model: nn.Module, handle: Injection | None = None) -> None:
+    """Remove one injection (`handle`) or all of them; the model's keys and outputs are as before.
+
+    Parameters frozen by `inject` stay frozen (call ``requires_grad_(True)`` to undo that).
+
+    Example:
+        >>> clipadapt.eject(clip)
+    """
+    found = False
+    for state in _states(model):
+        for injection in list(reversed(state.injections)):
+            if handle is None or injection is handle:
+                _detach(state, injection)
+                state.injections.remove(injection)
+                found = True
+    if handle is not None and not found:
+        raise ValueError(f"injection {handle.name!r} ({handle.tower}, layers {handle.layers}) is not in this model")
+
+
+def is_adapter_param(name: str) -> bool:
+    """Whether a parameter name (from ``named_parameters``) belongs to an injected adapter."""
+    return f".{CONTAINER}." in f".{name}"
+
+
+def freeze_model(model: nn.Module) -> nn.Module:
+    """Freeze every parameter of `model` that is not an injected adapter; returns `model`.
+
+    Example:
+        >>> clipadapt.freeze(clip)   # a linear probe on a frozen CLIP, no adapters
+    """
+    adapter_params = {id(p) for inj in injections(model) for _, _, m in inj.modules for p in m.parameters()}
+    for param in model.parameters():
+        param.requires_grad_(id(param) in adapter_params)
+    return model
+
+
+@contextlib.contextmanager
+def frames(model: nn.Module, num_frames: int) -> Iterator[nn.Module]:
+    """Tell temporal adapters that batches hold videos of `num_frames` frames (video-major).
+
+    Frames of one video must be contiguous: a ``(B, T, 3, H, W)`` batch is passed flattened to
+    ``(B·T, 3, H, W)``. Each block records T on its input, so gradient checkpointing can
+    recompute after the context has exited.
+
+    Example:
+        >>> with clipadapt.frames(clip, 8):
+        ...     f = clip.encode_image(video.flatten(0, 1))   # video: (B, 8, 3, 224, 224)
+    """
+    if not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    states = _states(model)
+    previous = [s.num_frames for s in states]
+    for s in states:
+        s.num_frames = num_frames
+    try:
+        yield model
+    finally:
+        for s, prev in zip(states, previous):
+            s.num_frames = prev
+
+
+def backbone_fingerprint(model: nn.Module) -> dict:
+    """`clipadapt.backbones.fingerprint` of `model`, with adapter parameters left out."""
+    return fingerprint(model, skip=is_adapter_param)
+
+
+__all__ = [
+    "SITES",
+    "Adapter",
+    "AdapterContext",
+    "FramesError",
+    "Injection",
+    "inject",
+    "eject",
+    "injections",
+    "freeze_model",
+    "frames",
+    "resolve_layers",
+    "is_adapter_param",
+    "backbone_fingerprint",
+]
