@@ -49,8 +49,8 @@ class Adapter(nn.Module):
             ``attach(block)``.
         needs_frames: whether ``ctx.num_frames`` must be known (temporal adapters).
 
-    ``build(dim, site=..., tower=..., **kwargs)`` creates the module for one site of one block;
-    the default calls ``cls(dim, **kwargs)``.
+    ``build(dim, site=..., tower=..., layer=..., **kwargs)`` creates the module for one site of
+    one block (``layer`` is the block's index in its tower); the default calls ``cls(dim, **kwargs)``.
 
     Example:
         >>> import torch.nn as nn, clipadapt
@@ -68,7 +68,7 @@ class Adapter(nn.Module):
     needs_frames: ClassVar[bool] = False
 
     @classmethod
-    def build(cls, dim: int, *, site: str | None, tower: Tower, **kwargs) -> nn.Module:
+    def build(cls, dim: int, *, site: str | None, tower: Tower, layer: int, **kwargs) -> nn.Module:
         return cls(dim, **kwargs)
 
     def attach(self, block: Block) -> Callable[[], None]:
@@ -409,7 +409,7 @@ def inject(
         for layer in layer_ids:
             block = tower_obj.blocks[layer]
             for s in sites:
-                module = cls.build(tower_obj.width, site=s, tower=tower_obj, **kwargs)
+                module = cls.build(tower_obj.width, site=s, tower=tower_obj, layer=layer, **kwargs)
                 _attach(state, injection, tower_obj, layer, block, s, module)
     except Exception:
         _detach(state, injection)
