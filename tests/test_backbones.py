@@ -2,7 +2,7 @@ import pytest
 import torch.nn as nn
 
 from clipadapt.backbones import UnsupportedModelError, describe, detect, towers_of
-from conftest import BUILDERS, towers_for
+from tiny import BUILDERS, towers_for
 
 
 def test_each_family_is_detected_by_structure(family, tiny):

@@ -3,7 +3,7 @@
 import torch
 
 import clipadapt
-from conftest import BUILDERS, randomize_
+from tiny import BUILDERS, randomize_
 
 
 def grads(checkpointing: bool):

@@ -5,7 +5,7 @@ import torch
 
 import clipadapt
 from clipadapt.inject import SITES
-from conftest import BUILDERS, encode, randomize_, tower_input, towers_for
+from tiny import BUILDERS, encode, randomize_, tower_input, towers_for
 
 NUM_FRAMES = 2
 

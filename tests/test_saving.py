@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import clipadapt
-from conftest import randomize_, tiny_open_clip
+from tiny import randomize_, tiny_open_clip
 
 
 def adapted(width=64):

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import clipadapt
 from clipadapt.adapters import BottleneckAdapter, TEDAdapter
-from conftest import BUILDERS, randomize_
+from tiny import BUILDERS, randomize_
 
 
 def ctx_for(num_frames, grid=(4, 4)):
