@@ -90,6 +90,35 @@ def demo() -> None:
     run(console)
 
 
+@app.command()
+def validate(
+    recipe: str = typer.Argument(..., help="a recipe file or a built-in recipe name (clipadapt ls recipes)"),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. optim.lr=3e-4 data.frames=16"),
+) -> None:
+    """Check a recipe (with overrides): print every error with its key path, or "ok" and a summary."""
+    from clipadapt.config import RecipeError, load_recipe
+
+    try:
+        loaded = load_recipe(recipe, overrides or [])
+    except RecipeError as error:
+        lines = str(error).splitlines()
+        console.print(f"[bold red]{lines[0]}[/]", highlight=False)
+        for line in lines[1:]:
+            path, _, message = line.partition(": ")
+            console.print(f"  [red]{path}[/]: {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
+    adapters = ", ".join(f"{a.name}@{a.tower}" for a in loaded.adapters) or "none"
+    heads = ", ".join(f"{h.name}×{h.weight:g}" for h in loaded.heads)
+    console.print(f"[bold green]ok[/] {loaded.name}", highlight=False)
+    console.print(
+        f"  model {loaded.model.family} {loaded.model.arch} ({loaded.model.weights or 'random'}); adapters {adapters}; heads {heads}\n"
+        f"  data {loaded.data.dataset}, {loaded.data.frames} frames, batch {loaded.data.batch_size}; "
+        f"{loaded.schedule.epochs} epochs, lr {loaded.optim.lr:g}, {loaded.precision}; output {loaded.output_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def main() -> None:  # pragma: no cover
     app()
 
