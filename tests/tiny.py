@@ -100,3 +100,19 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> tor
         for param in module.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * std)
     return module
+
+
+def tiny_text_clip(seed: int = 0, layers: int = 2):
+    """A tiny open_clip CLIP whose text tower takes real BPE ids (full vocabulary) and whose
+    embedding width equals its text width (as CMLM needs)."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    return open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=IMAGE, patch_size=PATCH, width=64, layers=layers, head_width=32),
+        text_cfg=dict(context_length=16, vocab_size=49408, width=32, layers=2, heads=2),
+    )
+
+
+CLASSNAMES = ["archery", "abseiling", "apply eye makeup", "brush hair"]

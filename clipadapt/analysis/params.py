@@ -24,12 +24,28 @@ def compact_layers(layers: list[int]) -> str:
     return ",".join(parts)
 
 
-def _other_trainable(model: nn.Module, depth: int = 2) -> "OrderedDict[str, int]":
-    """Trainable parameters outside injected adapters, grouped by their first `depth` name parts."""
+def component_name(param_name: str) -> str:
+    """The row a trainable parameter outside adapters is summed into.
+
+    ``decoder.heads.cmlm.predict.bias`` -> ``heads.cmlm.predict``; ``pooling.up.weight`` ->
+    ``pooling``; ``clip.visual.ln_post.weight`` / ``visual.ln_post.weight`` -> ``visual.ln_post``.
+    """
+    parts = param_name.split(".")
+    if parts[:2] == ["decoder", "heads"]:
+        return ".".join(["heads", *parts[2:4]]) if len(parts) > 4 else ".".join(["heads", *parts[2:3]])
+    if parts[0] == "clip":
+        parts = parts[1:]
+    elif len(parts) > 1 and parts[0] not in ("visual", "text", "transformer"):
+        return parts[0]
+    return ".".join(parts[:2]) if len(parts) > 2 else ".".join(parts[:-1]) or parts[0]
+
+
+def _other_trainable(model: nn.Module) -> "OrderedDict[str, int]":
+    """Trainable parameters outside injected adapters, summed per `component_name`."""
     groups: OrderedDict[str, int] = OrderedDict()
     for name, param in model.named_parameters():
         if param.requires_grad and not is_adapter_param(name):
-            group = ".".join(name.split(".")[:-1][:depth]) or name
+            group = component_name(name)
             groups[group] = groups.get(group, 0) + param.numel()
     return groups
 

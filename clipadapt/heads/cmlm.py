@@ -1,0 +1,230 @@
+"""Cross-modal masked language modelling (CMLM, M2-CLIP §4.3).
+
+1. Masking: the prompt ("a video of {class}") is split into words; ``max(1, round(0.2·n))``
+   of them, drawn uniformly among all words (template words too), become the literal word
+   "mask" (one BPE token). Labels ``(B, L)`` hold, at the position of each "mask" token, the
+   index of the original word in a word vocabulary, and −100 everywhere else.
+2. The masked prompt goes through the adapted text tower; its token states before ``ln_final``
+   are the queries of a cross-attention block: a frozen copy of the last text block whose
+   attention takes keys and values from the per-frame video embeddings, followed by a trainable
+   text adapter before its MLP, its MLP, and CLIP's frozen ``ln_final``.
+3. A BERT-style prediction head (Linear → GELU → LayerNorm → Linear to the vocabulary, with a
+   separate bias) scores every position; cross-entropy on the masked ones.
+
+The word vocabulary is the sorted unique lower-case words of all the class prompts (template
+words included), a word-list file (one word per line), or only a declared size (enough to
+count parameters and FLOPs; training then needs words).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clipadapt.adapters.bottleneck import Bottleneck
+from clipadapt.backbones.base import Block
+from clipadapt.heads.base import Head, HeadInputs, HeadOutput
+from clipadapt.inject import CONTAINER
+from clipadapt.registry import register_head
+
+MASK_WORD = "mask"
+IGNORE = -100
+
+
+def prompt_words(prompt: str) -> list[str]:
+    """Lower-case words of a prompt, split on white space."""
+    return prompt.lower().split()
+
+
+def word_vocabulary(prompts: list[str]) -> list[str]:
+    """Sorted unique lower-case words of `prompts`.
+
+    Example:
+        >>> word_vocabulary(["a video of archery", "a video of abseiling"])
+        ['a', 'abseiling', 'archery', 'of', 'video']
+    """
+    return sorted({word for prompt in prompts for word in prompt_words(prompt)})
+
+
+def read_word_list(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cmlm word_list {str(path)!r} does not exist")
+    return [line.strip().lower() for line in path.read_text().splitlines() if line.strip()]
+
+
+def num_masked(num_words: int, ratio: float = 0.2) -> int:
+    """``max(1, round(ratio·n))`` words to mask in a prompt of `num_words` words."""
+    return max(1, round(ratio * num_words))
+
+
+def clean_copy(block: Block) -> dict[str, nn.Module]:
+    """Frozen deep copies of a block's ln_1, attn, ln_2 and mlp, without adapters or hooks."""
+    names = {id(module): name for name, module in block.module.named_modules()}
+    parts = {role: names[id(getattr(block, role))] for role in ("ln_1", "attn", "ln_2", "mlp")}
+    twin = copy.deepcopy(block.module)
+    if CONTAINER in twin._modules:
+        del twin._modules[CONTAINER]
+    for module in twin.modules():
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
+        if hasattr(module, "_forward_hooks_with_kwargs"):
+            module._forward_hooks_with_kwargs.clear()
+            module._forward_pre_hooks_with_kwargs.clear()
+    for param in twin.parameters():
+        param.requires_grad_(False)
+    return {role: twin.get_submodule(name) for role, name in parts.items()}
+
+
+class PredictionHead(nn.Module):
+    """BERT's masked-LM head: Linear W→W, GELU, LayerNorm (eps 1e-12), Linear W→V plus a bias."""
+
+    def __init__(self, width: int, vocab_size: int):
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(width, eps=1e-12)
+        self.decoder = nn.Linear(width, vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        for linear in (self.dense, self.decoder):
+            nn.init.normal_(linear.weight, std=0.02)
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.dense(x)))) + self.bias
+
+
+@register_head("cmlm")
+class CMLMHead(Head):
+    """Predict masked prompt words from the text attending to the video's frames.
+
+    Args:
+        ratio: share of words masked (0.2), at least one per prompt.
+        adapter_width: width of the text adapter inside the cross-attention block (384).
+        adapter_init: ``default`` (PyTorch's, as the release) or ``zero``.
+        word_list: a file with one word per line, to fix the vocabulary (the release's K400
+            list has 520 words).
+        vocab_size: declare the vocabulary size when no class names are at hand (for counting
+            parameters and FLOPs only).
+        seed: base seed of the per-sample masking when sample ids are given.
+
+    Example:
+        >>> model.add_head("cmlm", weight=0.1)
+    """
+
+    def __init__(
+        self,
+        model,
+        ratio: float = 0.2,
+        adapter_width: int = 384,
+        adapter_init: str = "default",
+        word_list: str | None = None,
+        vocab_size: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__(model)
+        text = model.text
+        self.ratio, self.seed = ratio, seed
+        if word_list is not None:
+            self.vocabulary = read_word_list(word_list)
+        elif model.classnames:
+            self.vocabulary = word_vocabulary(model.prompts(model.classnames, model.templates[:1]))
+        else:
+            self.vocabulary = []
+        if vocab_size is not None and self.vocabulary and vocab_size != len(self.vocabulary):
+            raise ValueError(f"cmlm vocab_size={vocab_size} but the word vocabulary has {len(self.vocabulary)} words")
+        size = vocab_size or len(self.vocabulary)
+        if not size:
+            raise ValueError("cmlm needs a word vocabulary: give class names, a word_list file or vocab_size")
+        width = text.tower.width
+        if model.embed_dim != width:
+            raise ValueError(f"cmlm attends from text width {width} to video embeddings of width {model.embed_dim}; they must match")
+        parts = clean_copy(text.tower.blocks[-1])
+        self.ln_1, self.attn, self.ln_2, self.mlp = parts["ln_1"], parts["attn"], parts["ln_2"], parts["mlp"]
+        if not isinstance(self.attn, nn.MultiheadAttention):
+            raise TypeError(f"cmlm needs an nn.MultiheadAttention in the text blocks, found {type(self.attn).__name__}")
+        self._ln_final = (text.root.ln_final,)  # CLIP's own, frozen; not a submodule of the head
+        self.adapter = Bottleneck(width, adapter_width, "gelu", adapter_init)
+        self.predict = PredictionHead(width, size)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self._word_tokens: dict[str, list[int]] = {}
+        self._index = {word: i for i, word in enumerate(self.vocabulary)}
+
+    # ---- masking ------------------------------------------------------------------------
+
+    def _bpe(self, text, word: str) -> list[int]:
+        if word not in self._word_tokens:
+            self._word_tokens[word] = text.encode_word(word)
+        return self._word_tokens[word]
+
+    def mask(self, prompts: list[str], text, generators: list[torch.Generator | None]):
+        """Masked token ids and aligned labels for `prompts` (one generator per prompt, or None).
+
+        Returns:
+            ``(TokenizedPrompts, labels (B, context_length))``.
+        """
+        if not self.vocabulary:
+            raise ValueError("cmlm has only a declared vocabulary size; training needs words (class names or word_list)")
+        mask_ids = self._bpe(text, MASK_WORD)
+        assert len(mask_ids) == 1, "'mask' must be one BPE token"
+        rows, labels = [], torch.full((len(prompts), text.context_length), IGNORE, dtype=torch.long)
+        for row, (prompt, generator) in enumerate(zip(prompts, generators)):
+            words = prompt_words(prompt)
+            chosen = set(torch.randperm(len(words), generator=generator)[: num_masked(len(words), self.ratio)].tolist())
+            tokens, position = [], 1  # position 0 is the start-of-text token
+            for index, word in enumerate(words):
+                if index in chosen:
+                    if word not in self._index:
+                        raise KeyError(f"cmlm: word {word!r} of prompt {prompt!r} is not in the word vocabulary")
+                    if position < text.context_length - 1:
+                        labels[row, position] = self._index[word]
+                    tokens.append(mask_ids)
+                    position += 1
+                else:
+                    piece = self._bpe(text, word)
+                    tokens.append(piece)
+                    position += len(piece)
+            rows.append(tokens)
+        return text.tokens_from_words(rows), labels
+
+    def _generators(self, sample_ids: torch.Tensor | None, count: int) -> list[torch.Generator | None]:
+        if sample_ids is None:
+            return [None] * count
+        step = int(self.calls)
+        return [torch.Generator().manual_seed(hash((self.seed, step, int(i))) & 0x7FFFFFFFFFFFFFFF) for i in sample_ids.tolist()]
+
+    # ---- forward ------------------------------------------------------------------------
+
+    def cross_attend(self, states: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """The cross-attention block: text ``(B, L, W)`` attends to frames ``(B, T, W)``."""
+        query, memory = self.ln_1(states), self.ln_1(frames.to(states.dtype))
+        if not self.attn.batch_first:
+            query, memory = query.transpose(0, 1), memory.transpose(0, 1)
+        attended = self.attn(query, memory, memory, need_weights=False)[0]
+        if not self.attn.batch_first:
+            attended = attended.transpose(0, 1)
+        x = states + attended
+        x = x + self.adapter(x)
+        x = x + self.mlp(self.ln_2(x))
+        return self._ln_final[0](x)
+
+    def forward(self, inputs: HeadInputs) -> HeadOutput:
+        if inputs.labels is None:
+            return HeadOutput()
+        model = inputs.model
+        text = model.text
+        prompts = model.prompts([model.classnames[i] for i in inputs.labels.tolist()], model.templates[:1])
+        tokens, labels = self.mask(prompts, text, self._generators(inputs.sample_ids, len(prompts)))
+        if self.training:
+            self.calls += 1
+        tokens.ids, tokens.eot = tokens.ids.to(inputs.labels.device), tokens.eot.to(inputs.labels.device)
+        states = text.token_states(tokens, truncate=True)  # (B, L', W)
+        out = self.cross_attend(states, inputs.features.frames)
+        logits = self.predict(out.to(self.predict.dense.weight.dtype))
+        labels = labels[:, : logits.shape[1]].to(logits.device)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        return HeadOutput(loss=loss)

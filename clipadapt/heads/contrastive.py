@@ -1,0 +1,78 @@
+"""Video-text contrastive head (M2-CLIP eq. 10, ActionCLIP's loss).
+
+Within the batch, ``logits[i, j] = s·cos(v_i, w_j)`` where ``w_j`` is the prompt embedding of
+sample j's label and ``s`` CLIP's own (frozen) logit scale. Targets are the row-softmax of
+``10·G``, ``G[i, k] = 1`` when labels i and k match. The loss is the batch-mean KL divergence,
+video→text and text→video, averaged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from clipadapt.heads.base import Head, HeadInputs, HeadOutput
+from clipadapt.registry import register_head
+
+GATHERS = ("global", "local")
+
+
+def soft_targets(labels: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
+    """Row-softmax of ``sharpness·G`` with ``G[i, k] = [labels_i == labels_k]``.
+
+    Example:
+        >>> soft_targets(torch.tensor([0, 0, 1]))[0]   # two matches share the mass
+        tensor([0.5000, 0.5000, 0.0000])
+    """
+    same = (labels[:, None] == labels[None, :]).float()
+    return F.softmax(sharpness * same, dim=1)
+
+
+def kl_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(F.log_softmax(logits.float(), dim=1), targets, reduction="batchmean")
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every DDP rank, gradients flowing back to each rank's part."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+
+
+@register_head("contrastive")
+class ContrastiveHead(Head):
+    """Video↔text KL contrastive loss over the (global or local) batch.
+
+    Args:
+        gather: ``global`` gathers videos, texts and labels from every GPU (with gradient);
+            ``local`` keeps each GPU's batch, as the authors' release.
+        sharpness: the factor in the soft targets' softmax (10).
+
+    Example:
+        >>> model.add_head("contrastive", weight=0.5, gather="local")
+    """
+
+    needs_class_embeddings = True
+
+    def __init__(self, model, gather: str = "global", sharpness: float = 10.0):
+        super().__init__(model)
+        if gather not in GATHERS:
+            raise ValueError(f"contrastive gather {gather!r} is not one of {GATHERS}")
+        self.gather, self.sharpness = gather, sharpness
+
+    def forward(self, inputs: HeadInputs) -> HeadOutput:
+        video, texts = inputs.features.video, inputs.class_embeddings
+        scale = inputs.model.logit_scale()
+        if inputs.labels is None:
+            return HeadOutput(logits=scale * video @ texts.t())
+        labels = inputs.labels
+        text = texts[labels]
+        if self.gather == "global":
+            video, text, labels = gather_with_grad(video), gather_with_grad(text), gather_with_grad(labels)
+        logits = scale * video @ text.t()
+        targets = soft_targets(labels, self.sharpness)
+        loss = 0.5 * (kl_loss(logits, targets) + kl_loss(logits.t(), targets))
+        return HeadOutput(loss=loss)

@@ -1,0 +1,46 @@
+"""Visual classification (VC): a linear classifier on the frame-mean raw class token.
+
+Mean over T of the last visual block's class tokens (before ``ln_post``) → CLIP's frozen
+``ln_post`` → Dropout → Linear W→C (init N(0, 0.02), zero bias); plain cross-entropy. (The
+paper puts the classifier on the video feature v; this follows the authors' release.)
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clipadapt.heads.base import Head, HeadInputs, HeadOutput
+from clipadapt.registry import register_head
+
+
+@register_head("vc")
+class VCHead(Head):
+    """Linear classifier on the normalised frame-mean class token.
+
+    Args:
+        dropout: dropout before the linear layer (0.5).
+        num_classes: defaults to the model's class count.
+
+    Example:
+        >>> model.add_head("vc", weight=1.0, dropout=0.5)
+    """
+
+    classifies = True
+
+    def __init__(self, model, dropout: float = 0.5, num_classes: int | None = None):
+        super().__init__(model)
+        num_classes = num_classes or model.num_classes
+        if not num_classes:
+            raise ValueError("vc head needs the number of classes: give class names or num_classes")
+        self._ln_post = (model.visual_ln_post(),)  # CLIP's own, frozen; not a submodule of the head
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(model.visual_width, num_classes)
+        nn.init.normal_(self.fc.weight, std=0.02)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, inputs: HeadInputs) -> HeadOutput:
+        cls = self._ln_post[0](inputs.features.cls)
+        logits = self.fc(self.dropout(cls.to(self.fc.weight.dtype)))
+        loss = None if inputs.labels is None else F.cross_entropy(logits.float(), inputs.labels)
+        return HeadOutput(loss=loss, logits=logits)
