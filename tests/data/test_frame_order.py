@@ -32,10 +32,18 @@ def held_out_accuracy(train, test, *, temporal: bool) -> float:
     trainable = [p for p in clip.parameters() if p.requires_grad] + list(probe.parameters())
     optimizer = torch.optim.Adam(trainable, lr=1e-2)
 
-    def logits(videos):  # videos: (B, T, 3, H, W); mean over frames ignores their order
+    def video_features(videos):  # videos: (B, T, 3, H, W); the mean over frames ignores their order
         with clipadapt.frames(clip, FRAMES):
             features = clip.encode_image(rearrange(videos, "b t c h w -> (b t) c h w"))
-        return probe(rearrange(features, "(b t) d -> b t d", t=FRAMES).mean(1))
+        return rearrange(features, "(b t) d -> b t d", t=FRAMES).mean(1)
+
+    def logits(videos):
+        return probe(video_features(videos))
+
+    if not temporal:  # a frozen tower gives the same features every step: compute them once
+        with torch.no_grad():
+            frozen = {id(train[0]): video_features(train[0]), id(test[0]): video_features(test[0])}
+        logits = lambda videos: probe(frozen[id(videos)])  # noqa: E731
 
     for _ in range(60):
         loss = torch.nn.functional.cross_entropy(logits(train[0]), train[1])
