@@ -365,7 +365,7 @@ class Trainer:
 
         records = self.logger.records
         evals = {r["epoch"]: r for r in records if r["kind"] == "eval"}
-        metric_names = sorted({k for r in evals.values() for k in r if k.endswith(("top1", "top5"))})
+        metric_names = sorted({k for r in evals.values() for k in r if k.endswith("top1")})
         table = Table(title=f"{getattr(self.recipe, 'name', 'run')}: {self.step} steps, best {self.best_metric} {self.best}")
         for column in ["epoch", "loss", "lr", "bad samples", *metric_names]:
             table.add_column(column, justify="right")
