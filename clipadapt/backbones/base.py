@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -35,7 +36,8 @@ class Block:
     ln_2: nn.Module
     mlp: nn.Module
     attend: Callable[[torch.Tensor], torch.Tensor]
-    """Runs the block's own attention on a batch-first ``(N, L, D)`` tensor, without a mask."""
+    """Runs the block's own attention on a batch-first ``(N, L, D)`` tensor, without a mask and
+    without the forward hooks placed on the attention module (those serve the block's own call)."""
 
 
 @dataclass(eq=False)
@@ -140,12 +142,14 @@ def fingerprint(model: nn.Module, skip: Callable[[str], bool] = lambda name: Fal
         for index, block in enumerate(tower.blocks):
             for pname, param in block.module.named_parameters():
                 if not skip(pname):
+                    # a parametrized weight (LoRA) is named, and sorted, as the plain model has it
+                    pname = re.sub(r"parametrizations\.(\w+)\.original$", r"\1", pname)
                     shapes.append(f"{index}.{pname}:{tuple(param.shape)}")
         description["towers"][name] = {
             "blocks": len(tower.blocks),
             "width": tower.width,
             "grid": list(tower.grid) if tower.grid else None,
-            "shapes": hashlib.sha1("|".join(shapes).encode()).hexdigest()[:16],
+            "shapes": hashlib.sha1("|".join(sorted(shapes)).encode()).hexdigest()[:16],
         }
     digest = hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
     return {"id": digest, **description}

@@ -20,7 +20,7 @@ def hf_block(layer: nn.Module) -> Block:
         attn_end=attn,
         ln_2=layer.layer_norm2,
         mlp=layer.mlp,
-        attend=lambda x: attn(hidden_states=x)[0],
+        attend=lambda x: attn.forward(hidden_states=x)[0],  # forward: skip the engine's hooks on attn
     )
 
 

@@ -14,21 +14,25 @@ from clipadapt.registry import register_backbone
 
 
 def mha_attend(attn: nn.Module, seq_first: bool):
-    """A batch-first ``(N, L, D) -> (N, L, D)`` call of a block's own attention module."""
+    """A batch-first ``(N, L, D) -> (N, L, D)`` call of a block's own attention module.
+
+    It calls ``forward`` directly: the hooks the engine places on the module (``attn_out``,
+    ``pre_mlp``) belong to the block's own call, not to an adapter re-using the attention.
+    """
     if isinstance(attn, nn.MultiheadAttention):
         if seq_first or not attn.batch_first:
 
             def attend(x: torch.Tensor) -> torch.Tensor:
                 x = x.transpose(0, 1)
-                return attn(x, x, x, need_weights=False)[0].transpose(0, 1)
+                return attn.forward(x, x, x, need_weights=False)[0].transpose(0, 1)
 
         else:
 
             def attend(x: torch.Tensor) -> torch.Tensor:
-                return attn(x, x, x, need_weights=False)[0]
+                return attn.forward(x, x, x, need_weights=False)[0]
 
         return attend
-    return lambda x: attn(x)
+    return lambda x: attn.forward(x)
 
 
 def resblock_towers(model: nn.Module, make_block) -> dict[str, Tower]:

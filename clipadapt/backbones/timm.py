@@ -19,7 +19,7 @@ def timm_block(block: nn.Module) -> Block:
         attn_end=block.drop_path1,
         ln_2=block.norm2,
         mlp=block.mlp,
-        attend=lambda x: attn(x),
+        attend=lambda x: attn.forward(x),  # forward: skip hooks placed on attn
     )
 
 
