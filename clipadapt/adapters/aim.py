@@ -121,7 +121,9 @@ class AIMJoint(Adapter):
 
 @register_adapter("aim")
 class AIMAdapter(Adapter):
-    """AIM: builds the temporal, spatial or joint part for each site (see the module docstring).
+    """AIM: temporal (``pre_attn``), spatial (``attn_out``) and joint (``mlp_parallel``) bottlenecks.
+
+    ``build`` returns the part for each site (see the module docstring).
 
     Options (passed to `clipadapt.inject`):
         ratio: bottleneck width over D (0.25).

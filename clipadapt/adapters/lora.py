@@ -87,7 +87,9 @@ def _projections(attn: nn.Module) -> list[tuple[nn.Module, str, tuple[str, ...]]
 
 @register_adapter("lora")
 class LoRAAdapter(Adapter):
-    """LoRA on the attention projections of a block (see the module docstring).
+    """LoRA: low-rank updates ``W + (alpha / r) · B A`` of the attention projections (q and v by default).
+
+    See the module docstring for where the updates go in each family and how dropout works.
 
     Args:
         dim: the block width D (every projection is D → D in CLIP).
