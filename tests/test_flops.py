@@ -123,6 +123,29 @@ def test_ted_without_first_frame_skips_one_frame_of_its_difference_branch():
     assert costs[False] - costs[True] == blocks * difference_branch_per_frame
 
 
+@clipadapt.register_adapter("reuse_attention_demo", override=True)
+class ReuseAttention(clipadapt.Adapter):
+    """Runs the block's own frozen attention again (as AIM's temporal adapter does)."""
+
+    sites = ("pre_attn",)
+
+    def __init__(self, dim):
+        super().__init__()
+
+    def forward(self, x, ctx):
+        return ctx.block.attend(x) * 0
+
+
+def test_adapter_that_reuses_the_frozen_attention_pays_for_it():
+    clip = tiny_open_clip()
+    clipadapt.inject(clip, "reuse_attention_demo", layers="all")
+    report = flops_report(clip, num_frames=FRAMES)
+    tokens, width = 17, 64
+    attention = tokens * width * 4 * width + 2 * tokens * tokens * width  # projections, QK^T, AV
+    assert report.component("visual.backbone").flops_per_view == tiny_visual_multiply_adds(FRAMES)
+    assert report.component("visual.adapters.reuse_attention_demo").flops_per_view == FRAMES * 2 * attention
+
+
 def test_matches_flop_counter_mode_on_a_wide_model():
     clip = tiny_open_clip(width=256)
     clipadapt.inject(clip, "ted", layers="all", width=64)

@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clipadapt.backbones import get_tower, towers_of
-from clipadapt.inject import frames, injections
+from clipadapt.inject import CONTAINER, frames, injections
 
 GIGA = 1e9
 
@@ -122,14 +122,18 @@ HANDLERS: dict[str, Callable | None] = {
 
 @dataclass
 class FlopCount:
-    """What one traced call costs: ``total`` multiply-adds, by module path and by operator.
+    """What one traced call costs: ``total`` multiply-adds, by module, by call stack, by operator.
 
-    ``by_module`` holds inclusive counts keyed by module path relative to the model (``""`` is the
-    whole call). ``unsupported_ops`` and ``ignored_ops`` count occurrences by operator name.
+    ``by_module`` holds fvcore's inclusive counts keyed by module path relative to the model
+    (``""`` is the whole call). ``by_call_stack`` keys each operator's count by the modules that
+    were running when it ran, outermost first, joined by ``/`` (``"visual/visual.transformer/..."``);
+    it tells an adapter that reuses a frozen module apart from the module's own call.
+    ``unsupported_ops`` and ``ignored_ops`` count occurrences by operator name.
     """
 
     total: int
     by_module: dict[str, int]
+    by_call_stack: dict[str, int]
     by_operator: dict[str, int]
     unsupported_ops: dict[str, int]
     ignored_ops: dict[str, int]
@@ -158,6 +162,18 @@ def _tensors(value) -> list[torch.Tensor]:
     return []
 
 
+def _recording(handle: Callable, by_call_stack: Counter) -> Callable:
+    """`handle`, also adding its count to `by_call_stack` under the operator's scope (``/a/a.b``)."""
+
+    def count(inputs: list, outputs: list):
+        result = handle(inputs, outputs)
+        stack = "/".join(_relative(name) for name in outputs[0].node().scopeName().split("/") if name)
+        by_call_stack[stack] += int(sum(result.values()) if isinstance(result, Counter) else result)
+        return result
+
+    return count
+
+
 def flops(
     model: nn.Module,
     inputs: torch.Tensor | Sequence[torch.Tensor],
@@ -179,12 +195,14 @@ def flops(
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     traced = _Call(model, call or (lambda m, *xs: m(*xs)))
     modes = {module: module.training for module in model.modules()}
+    by_call_stack: Counter = Counter()
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            analysis = FlopCountAnalysis(traced, inputs)
-            analysis.set_op_handle(**HANDLERS)
+            analysis = FlopCountAnalysis(traced, inputs).set_op_handle(**HANDLERS)
+            # fvcore keeps its handles in `_op_handles`; each is wrapped to also record call stacks
+            analysis.set_op_handle(**{op: _recording(h, by_call_stack) for op, h in analysis._op_handles.items()})
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
             # the model's methods (encode_image, ...) run at the trace's root scope, so the whole
             # call, not the module `model`, is the model's total
@@ -197,6 +215,7 @@ def flops(
     return FlopCount(
         total=by_module.get("", 0),
         by_module=by_module,
+        by_call_stack=dict(by_call_stack),
         by_operator=by_operator,
         unsupported_ops={op: n for op, n in sorted(skipped.items()) if op not in IGNORED_OPS},
         ignored_ops={op: n for op, n in sorted(skipped.items()) if op in IGNORED_OPS},
@@ -204,8 +223,8 @@ def flops(
 
 
 def _relative(name: str) -> str:
-    """``model.visual.conv1`` (a path inside `_Call`) -> ``visual.conv1``."""
-    return name.removeprefix("model.")
+    """``model.visual.conv1`` (a path inside `_Call`) -> ``visual.conv1``; ``model`` -> ``""``."""
+    return "" if name == "model" else name.removeprefix("model.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +256,7 @@ class _Layout:
     tower_paths: dict[str, str]  # tower -> module path ("" when the tower is the CLIP itself)
     adapters: dict[str, str]  # adapter module path -> component
     wrapper_parts: dict[str, str]  # module path -> component (pooling, heads.<name>)
+    weight_updates: dict[str, str]  # parametrization module path -> weight adapter's component
 
     def param_component(self, name: str) -> str:
         for path, component in {**self.adapters, **self.wrapper_parts}.items():
@@ -259,9 +279,15 @@ def _layout(model: nn.Module) -> _Layout:
     clip_path, clip = find_clip(model)
     paths = {id(module): name for name, module in model.named_modules()}
     tower_paths = {tower: paths[id(t.module)] for tower, t in towers_of(clip).items()}
-    adapters = {
-        paths[id(module)]: f"{inj.tower}.adapters.{inj.name}" for inj in injections(model) for _, _, module in inj.modules
-    }
+    adapters: dict[str, str] = {}
+    weight_updates: dict[str, str] = {}
+    for inj in injections(model):
+        for _, site, module in inj.modules:
+            path, component = paths[id(module)], f"{inj.tower}.adapters.{inj.name}"
+            adapters[path] = component
+            if site is None:  # a weight adapter (LoRA) is charged for its parametrizations of the block's weights
+                block = path.rsplit(f".{CONTAINER}.", 1)[0]
+                weight_updates.update({p: component for p in paths.values() if p.startswith(block + ".") and ".parametrizations." in p})
     wrapper_parts: dict[str, str] = {}
     if clip_path:
         if isinstance(getattr(model, "pooling", None), nn.Module):
@@ -269,18 +295,28 @@ def _layout(model: nn.Module) -> _Layout:
         heads = getattr(getattr(model, "decoder", None), "heads", None)
         if isinstance(heads, nn.ModuleDict):
             wrapper_parts.update({f"decoder.heads.{name}": f"heads.{name}" for name in heads})
-    return _Layout(clip_path, tower_paths, adapters, wrapper_parts)
+    return _Layout(clip_path, tower_paths, adapters, wrapper_parts, weight_updates)
 
 
-def _split(count: FlopCount, layout: _Layout, tower: str) -> Counter:
-    """Multiply-adds of one traced call by component; the CLIP's own ops go to ``<tower>.backbone``."""
+def _split(count: FlopCount, layout: _Layout, tower: str, root: str) -> Counter:
+    """Multiply-adds of one traced call by component.
+
+    An operator belongs to the outermost adapter, pooling or head on its call stack (so an
+    adapter that calls the block's frozen attention pays for it); otherwise to
+    ``<tower>.backbone`` if it ran inside the CLIP, to `root` if it ran in no module at all
+    (the CLIP's or the wrapper's own methods), and to ``other`` if it ran in another module.
+    """
     parts: Counter = Counter()
-    for path, component in {**layout.adapters, **layout.wrapper_parts}.items():
-        parts[component] += count.by_module.get(path, 0)
-    adapters = sum(count.by_module.get(path, 0) for path in layout.adapters)
-    clip_total = count.by_module.get(layout.clip_path, 0)
-    parts[f"{tower}.backbone"] += clip_total - adapters
-    parts["other"] += count.total - clip_total - sum(count.by_module.get(p, 0) for p in layout.wrapper_parts)
+    owners = {**layout.adapters, **layout.weight_updates, **layout.wrapper_parts}
+    for stack, n in count.by_call_stack.items():
+        scopes = stack.split("/") if stack else []
+        owner = next((owners[scope] for scope in scopes if scope in owners), None)
+        if owner is None and not scopes:
+            owner = root
+        elif owner is None:
+            inside_clip = not layout.clip_path or (scopes[-1] + ".").startswith(layout.clip_path + ".")
+            owner = f"{tower}.backbone" if inside_clip else "other"
+        parts[owner] += n
     return parts
 
 
@@ -458,7 +494,9 @@ def flops_report(
     size = image_size or towers["visual"].grid[0] * patch_size(towers["visual"].module)
     video = torch.randn(1, num_frames, 3, size, size, device=param.device, dtype=param.dtype)
     view = flops(model, video, call=lambda m, v: view_forward(m, v, num_frames))
-    flops_by_component = {name: [n, 0] for name, n in _split(view, layout, "visual").items()}
+    # ops outside every module are the CLIP's methods for a CLIP, the wrapper's own for a wrapper
+    root = "other" if layout.clip_path else "visual.backbone"
+    flops_by_component = {name: [n, 0] for name, n in _split(view, layout, "visual", root).items()}
 
     prompt = None
     if "text" in towers:
@@ -468,7 +506,7 @@ def flops_report(
         tokens = torch.ones(1, length, dtype=torch.long, device=param.device)
         encode = _encode_text(clip, towers["text"].module)
         prompt = flops(model, tokens, call=lambda m, t: encode(t))
-        for name, n in _split(prompt, layout, "text").items():
+        for name, n in _split(prompt, layout, "text", "text.backbone").items():
             flops_by_component.setdefault(name, [0, 0])[1] += n
         context_length = length
 
