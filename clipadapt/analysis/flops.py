@@ -433,7 +433,7 @@ def _encode_text(clip: nn.Module, tower_module: nn.Module) -> Callable[[torch.Te
         return clip.encode_text
     if hasattr(clip, "get_text_features"):
         return lambda tokens: clip.get_text_features(input_ids=tokens)
-    return lambda tokens: tower_module(input_ids=tokens)
+    return tower_module
 
 
 def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int) -> Any:
@@ -575,19 +575,24 @@ def print_report(report: FlopsReport, console: Console | None = None) -> None:
     table.add_section()
     table.add_row("total", f"{report.gflops_per_view:.2f}", "100", f"{report.text_gflops_per_prompt:.3f}",
                   f"{report.total_params / 1e6:.3f}", f"{report.trainable_params / 1e6:.3f}")
+    lines = [
+        f"parameters: {report.trainable_params:,} trainable of {report.total_params:,}",
+        f"per view: {report.gflops_per_view:.2f} GFLOPs ({report.gflops_per_frame:.2f} per frame); "
+        f"x {report.views} views = {report.gflops_all_views:.1f} GFLOPs per video",
+    ]
+    if report.context_length:
+        lines.append(
+            f"text: {report.text_gflops_per_prompt:.3f} GFLOPs per prompt of {report.context_length} tokens; "
+            f"x {report.num_classes} classes = {report.text_gflops_all_classes:.1f} GFLOPs, once (cacheable)"
+        )
+    lines += [
+        f"unsupported ops: {_ops(report.unsupported_ops) or 'none'}",
+        f"ignored (elementwise, zero FLOPs): {', '.join(op.removeprefix('aten::') for op in report.ignored_ops) or 'none'}",
+        f"convention: {report.convention}",
+    ]
     console = console or Console()
     console.print(table)
-    console.print(
-        f"parameters: {report.trainable_params:,} trainable of {report.total_params:,}\n"
-        f"per view: {report.gflops_per_view:.2f} GFLOPs ({report.gflops_per_frame:.2f} per frame); "
-        f"x {report.views} views = {report.gflops_all_views:.1f} GFLOPs per video\n"
-        f"text: {report.text_gflops_per_prompt:.3f} GFLOPs per prompt of {report.context_length} tokens; "
-        f"x {report.num_classes} classes = {report.text_gflops_all_classes:.1f} GFLOPs, once (cacheable)\n"
-        f"unsupported ops: {_ops(report.unsupported_ops) or 'none'}\n"
-        f"ignored (elementwise, zero FLOPs): {', '.join(op.removeprefix('aten::') for op in report.ignored_ops) or 'none'}\n"
-        f"convention: {report.convention}",
-        highlight=False,
-    )
+    console.print("\n".join(lines), highlight=False)
 
 
 def _ops(ops: dict[str, int]) -> str:
