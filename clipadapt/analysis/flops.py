@@ -244,10 +244,6 @@ def find_clip(model: nn.Module) -> tuple[str, nn.Module]:
     return "", model
 
 
-def _join(*parts: str) -> str:
-    return ".".join(part for part in parts if part)
-
-
 @dataclass
 class _Layout:
     """Where each component lives inside the model: module paths and parameter names."""
