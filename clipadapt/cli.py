@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -101,11 +103,7 @@ def validate(
     try:
         loaded = load_recipe(recipe, overrides or [])
     except RecipeError as error:
-        lines = str(error).splitlines()
-        console.print(f"[bold red]{lines[0]}[/]", highlight=False)
-        for line in lines[1:]:
-            path, _, message = line.partition(": ")
-            console.print(f"  [red]{path}[/]: {message}", highlight=False, soft_wrap=True)
+        _print_recipe_error(error)
         raise typer.Exit(code=1)
     adapters = ", ".join(f"{a.name}@{a.tower}" for a in loaded.adapters) or "none"
     heads = ", ".join(f"{h.name}×{h.weight:g}" for h in loaded.heads)
@@ -117,6 +115,139 @@ def validate(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _print_recipe_error(error) -> None:
+    lines = str(error).splitlines()
+    console.print(f"[bold red]{lines[0]}[/]", highlight=False)
+    for line in lines[1:]:
+        path, _, message = line.partition(": ")
+        console.print(f"  [red]{path}[/]: {message}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def run(
+    recipe: str = typer.Argument(..., help="a recipe file or a built-in recipe name (clipadapt ls recipes)"),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. optim.lr=3e-4 data.frames=16"),
+) -> None:
+    """Train a recipe, then evaluate it (each variant of its `compare` section side by side).
+
+    Multi-GPU: `torchrun --nproc-per-node 8 -m clipadapt.cli run RECIPE ...`.
+    """
+    from clipadapt.config import RecipeError
+    from clipadapt.engine.run import run as run_recipe
+
+    try:
+        run_recipe(recipe, overrides or [], console=console)
+    except RecipeError as error:
+        _print_recipe_error(error)
+        raise typer.Exit(code=1)
+
+
+def _load(recipe: str, overrides: list[str] | None):
+    from clipadapt.config import RecipeError, load_recipe
+
+    try:
+        return load_recipe(recipe, overrides or [])
+    except RecipeError as error:
+        _print_recipe_error(error)
+        raise typer.Exit(code=1)
+
+
+def _metrics_table(title: str, metrics: dict) -> Table:
+    table = Table(title=title)
+    for column in ("head", "top-1", "top-5"):
+        table.add_column(column)
+    heads = sorted({key.split("/")[0] for key in metrics if "/" in key}, key=lambda h: (h == "fused", h))
+    for head in heads:
+        table.add_row(head, f"{metrics[f'{head}/top1']:.2f}", f"{metrics[f'{head}/top5']:.2f}")
+    return table
+
+
+@app.command("eval")
+def eval_command(
+    recipe: str = typer.Argument(..., help="the recipe whose data and eval sections to use"),
+    checkpoint: Path = typer.Argument(..., help="a training checkpoint (runs/NAME/checkpoints/best.pt)"),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
+    split: str = typer.Option("test", help="test | val | train"),
+) -> None:
+    """Evaluate a checkpoint on the recipe's test set: multi-view fusion, top-1/top-5 per head and fused."""
+    from clipadapt.engine.tasks import evaluate_checkpoint
+
+    loaded = _load(recipe, overrides)
+    metrics = evaluate_checkpoint(loaded, checkpoint, split)
+    console.print(_metrics_table(f"{loaded.name}: {metrics.get('num_videos', 0)} videos, {loaded.eval.clips}×{loaded.eval.crops} views", metrics))
+
+
+@app.command()
+def zeroshot(
+    recipe: str = typer.Argument(..., help="a zero-shot recipe (m2clip_zeroshot_ucf101, ...)"),
+    checkpoint: Path = typer.Argument(None, help="a training checkpoint; none: the recipe's model untrained"),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
+    splits: str = typer.Option("1,2,3", help="comma-separated official splits (UCF101, HMDB51)"),
+) -> None:
+    """Classify the videos of new classes without retraining; mean ± population std over splits."""
+    from clipadapt.engine.tasks import zero_shot
+
+    loaded = _load(recipe, overrides)
+    chosen = [int(s) for s in splits.split(",") if s.strip()] if loaded.data.dataset in ("ucf101", "hmdb51") else [loaded.data.split]
+    result = zero_shot(loaded, checkpoint, chosen)
+    table = Table(title=f"{loaded.name}: zero-shot")
+    for column in ("split", "videos", "top-1", "top-5"):
+        table.add_column(column)
+    for split, metrics in result["splits"].items():
+        table.add_row(str(split), str(metrics["num_videos"]), f"{metrics['zeroshot/top1']:.2f}", f"{metrics['zeroshot/top5']:.2f}")
+    console.print(table)
+    console.print(f"top-1 {result['top1_mean']:.2f} ± {result['top1_std']:.2f} (mean ± population std over {len(chosen)} split(s))")
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Argument(..., help="a training checkpoint"),
+    videos: list[Path] = typer.Argument(..., help="video files"),
+    classes: str = typer.Option(None, help="zero-shot among these names: comma-separated, or a file with one per line"),
+    top_k: int = typer.Option(5, help="how many classes to show"),
+    frames: int = typer.Option(None, help="frames per clip (default: the checkpoint's recipe)"),
+) -> None:
+    """Top-k classes of video files, from a trained checkpoint or zero-shot among given names."""
+    from clipadapt.engine.checkpoint import load_checkpoint
+    from clipadapt.engine.tasks import load_trained, predict as predict_videos
+
+    names = None
+    if classes:
+        path = Path(classes)
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else [c.strip() for c in classes.split(",") if c.strip()]
+    data = load_checkpoint(checkpoint)["recipe"]["data"]
+    model = load_trained(checkpoint)
+    results = predict_videos(model, videos, num_frames=frames or data["frames"], size=data["size"], sampling=data["sampling"],
+                             stride=data["stride"], top_k=top_k, classnames=names)
+    for video, top in zip(videos, results):
+        table = Table(title=str(video))
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        for name, probability in top:
+            table.add_row(name, f"{probability:.3f}")
+        console.print(table)
+
+
+@app.command()
+def flops(
+    recipe: str = typer.Argument(..., help="a recipe file or a built-in recipe name"),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
+    frames: int = typer.Option(None, help="frames per view (default: the recipe's data.frames)"),
+    json_path: Path = typer.Option(None, "--json", help="write the report as JSON"),
+    plot: Path = typer.Option(None, help="write a bar chart (PNG) of where FLOPs and parameters go"),
+) -> None:
+    """GFLOPs per view (and × the recipe's views) and parameters, per component; no data, no download."""
+    from clipadapt.analysis.flops import flops_command
+    from clipadapt.data.recipe import recipe_classnames
+    from clipadapt.models import build_from_recipe
+
+    loaded = _load(recipe, [*(overrides or []), "model.weights=null"])  # weights do not change FLOPs
+    model = build_from_recipe(loaded, recipe_classnames(loaded))
+    flops_command(model, frames=frames or loaded.data.frames, views=loaded.eval.clips * loaded.eval.crops,
+                  num_classes=model.num_classes, image_size=loaded.data.size, json_path=json_path, plot_path=plot,
+                  console=console)
 
 
 def main() -> None:  # pragma: no cover

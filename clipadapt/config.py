@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+OFFICIAL_SPLITS = ("ssv2", "ucf101", "hmdb51")  # datasets read from their official annotation folder
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
@@ -110,6 +111,7 @@ class DataCfg:
     val_list: str | None = field(default=None, metadata={"path": True})
     test_list: str | None = field(default=None, metadata={"path": True})
     label_map: str | None = field(default=None, metadata={"path": True})
+    annotations: str | None = field(default=None, metadata={"path": True})
     split: int = field(default=1, metadata={"min": 1, "max": 3})
     num_classes: int = field(default=400, metadata={"min": 1})
     frames: int = field(default=8, metadata={"min": 1})
@@ -190,6 +192,7 @@ class Recipe:
     seed: int = 0
     resume: str | None = "auto"
     plugins: list[str] = field(default_factory=list)
+    compare: dict[str, list[str]] = field(default_factory=dict)
     name: str = field(default="recipe", metadata={"internal": True})
 
     def to_dict(self) -> dict:
@@ -633,7 +636,8 @@ def _check_components(checked: dict, errors: list[Error]) -> None:
             options = entry.get("options")
             if section == "adapters" and isinstance(options, dict):
                 _check_kwargs(options, _adapter_options(registry.get(name)), f"{section}.{i}.options", f"adapter {name!r}", errors)
-    for i, entry in enumerate(checked.get("adapters") or []):
+    adapters = checked.get("adapters")
+    for i, entry in enumerate(adapters if isinstance(adapters, list) else []):
         site = entry.get("site") if isinstance(entry, dict) else None
         for one in [site] if isinstance(site, str) else site if isinstance(site, list) else []:
             if isinstance(one, str) and one not in SITES:
@@ -684,7 +688,7 @@ def validate(cfg: dict | Recipe) -> list[Error]:
 
     Example:
         >>> errors = validate({"adapters": [{"name": "ted", "sitee": "pre_mlp"}], "heads": [{"name": "vc"}], "precision": "bf17"})
-        >>> [str(e) for e in errors][:2]  # doctest: +NORMALIZE_WHITESPACE
+        >>> list(map(str, errors))[:2]  # doctest: +NORMALIZE_WHITESPACE
         ["adapters.0.sitee: unknown key; did you mean 'site'? accepted: name, tower, layers, site, options, lr_mult",
          "precision: expected one of 'fp32', 'bf16', 'fp16', got 'bf17' (str); did you mean 'bf16'?"]
     """
@@ -748,7 +752,10 @@ def require_data(recipe: Recipe, splits: tuple[str, ...] = ("train", "val")) -> 
     data = recipe.data
     if data.dataset == "synthetic":
         return
-    needed = ["root"] + [f"{split}_list" for split in splits]
+    if data.dataset in OFFICIAL_SPLITS:  # official annotation folders name every split
+        needed = ["root", "annotations"]
+    else:
+        needed = (["root"] if data.dataset == "k400" else []) + [f"{split}_list" for split in splits]
     errors = [
         Error(f"data.{key}", f"a {data.dataset!r} run needs this path; set it in the recipe or as data.{key}=PATH")
         for key in needed

@@ -513,6 +513,8 @@ def frames(model: nn.Module, num_frames: int) -> Iterator[nn.Module]:
         >>> with clipadapt.frames(clip, 8):
         ...     f = clip.encode_image(video.flatten(0, 1))   # video: (B, 8, 3, 224, 224)
     """
+    if isinstance(num_frames, torch.Tensor) and num_frames.numel() == 1:  # a traced `video.shape[1]`
+        num_frames = int(num_frames)
     if not isinstance(num_frames, int) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
     states = _states(model)

@@ -156,7 +156,7 @@ def test_overrides_set_dotted_keys_list_items_and_yaml_values():
                         "optim.clip_grad=null", "eval.heads=[vc, fused]"]
     )
     assert recipe.optim.lr == 1e-3 and recipe.data.frames == 16
-    assert recipe.adapters[0].options == {"width": 192} and recipe.adapters[1].layers == [10, 11]
+    assert recipe.adapters[0].options == {"width": 192, "zero_first_frame": False} and recipe.adapters[1].layers == [10, 11]
     assert recipe.optim.clip_grad is None and recipe.eval.heads == ["vc", "fused"]
 
 

@@ -107,6 +107,11 @@ def test_vocabulary_counts_template_words():
     assert word_vocabulary(["a video of brush hair", "a video of archery"]) == ["a", "archery", "brush", "hair", "of", "video"]
 
 
+def test_cmlm_words_decide_the_vocabulary_size_over_a_declared_one():
+    model = build_video_clip(tiny_text_clip(), CLASSNAMES, adapters=[TED], heads=[{"name": "cmlm", "options": {"vocab_size": 520}}])
+    assert model.decoder.heads["cmlm"].predict.bias.numel() == len(word_vocabulary([f"a video of {n}" for n in CLASSNAMES]))
+
+
 def test_cmlm_with_only_a_declared_size_counts_but_refuses_to_train():
     model = build_video_clip(tiny_text_clip(), None, adapters=[TED], heads=[{"name": "cmlm", "options": {"vocab_size": 520}}], num_classes=400)
     assert model.decoder.heads["cmlm"].predict.bias.numel() == 520

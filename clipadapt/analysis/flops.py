@@ -30,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import warnings
@@ -445,7 +447,10 @@ def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int)
         torch.Size([8, 512])
     """
     if hasattr(model, "encode_video"):
-        return model.encode_video(video)
+        features = model.encode_video(video)
+        if dataclasses.is_dataclass(features):  # a traced graph must end in tensors, or all of it is dead code
+            return tuple(v for v in vars(features).values() if isinstance(v, torch.Tensor))
+        return features
     _, clip = find_clip(model)
     encode = _encode_image(clip, get_tower(clip, "visual").module)
     with frames(model, num_frames):

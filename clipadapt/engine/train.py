@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import time
 from pathlib import Path
@@ -156,6 +157,8 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # per-sample random choices (CMLM masking) keyed by dataset index stay the same under DDP
+        self.pass_sample_ids = "sample_ids" in inspect.signature(self.model.forward).parameters
         self.progress, self.log_every, self.console = progress and self.is_main, log_every, console
         self.epoch = self.batch = self.step = 0
         self.best: float | None = None
@@ -181,7 +184,8 @@ class Trainer:
             checkpoint_dir(self.output_dir) / f"{name}.pt", model=self.model, optimizer=self.optimizer,
             scheduler=self.scheduler, scaler=self.scaler, epoch=self.epoch, batch=self.batch, step=self.step,
             best=self.best, recipe=self._recipe_dict(), rng=rng,
-            extra={"running": self.running, "best_metric": self.best_metric},
+            extra={"running": self.running, "best_metric": self.best_metric,
+                   "classnames": list(getattr(self.model, "classnames", None) or [])},
         )
 
     def resume_path(self) -> Path | None:
@@ -286,8 +290,9 @@ class Trainer:
         step_now = index + 1 == group_start + group_size
         sync = contextlib.nullcontext() if step_now or self.network is self.model else self.network.no_sync()
         with sync:
+            extra = {"sample_ids": batch["index"].to(self.device)} if self.pass_sample_ids and "index" in batch else {}
             with autocast(self.recipe.precision, self.device):
-                out = self.network(video, labels)
+                out = self.network(video, labels, **extra)
             losses = self._reduced_losses(out, index)
             self.scaler.scale(out["loss"] / group_size).backward()
         if step_now:

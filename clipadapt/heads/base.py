@@ -56,3 +56,7 @@ class Head(nn.Module):
 
     def __init__(self, model: "VideoCLIP", **options: Any):
         super().__init__()
+
+    def lr_mults(self) -> dict[str, float]:
+        """Learning-rate factors of this head's submodules, by name relative to the head."""
+        return {}

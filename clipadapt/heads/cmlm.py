@@ -108,8 +108,10 @@ class CMLMHead(Head):
         adapter_init: ``default`` (PyTorch's, as the release) or ``zero``.
         word_list: a file with one word per line, to fix the vocabulary (the release's K400
             list has 520 words).
-        vocab_size: declare the vocabulary size when no class names are at hand (for counting
-            parameters and FLOPs only).
+        vocab_size: the vocabulary size to use when no words are at hand (no class names and no
+            word list), for counting parameters and FLOPs; words, when known, decide the size.
+        adapter_lr_mult: learning-rate factor of the text adapter inside the block (the
+            release trains it at half the base rate).
         seed: base seed of the per-sample masking when sample ids are given.
 
     Example:
@@ -124,20 +126,19 @@ class CMLMHead(Head):
         adapter_init: str = "default",
         word_list: str | None = None,
         vocab_size: int | None = None,
+        adapter_lr_mult: float = 1.0,
         seed: int = 0,
     ):
         super().__init__(model)
         text = model.text
-        self.ratio, self.seed = ratio, seed
+        self.ratio, self.seed, self.adapter_lr_mult = ratio, seed, adapter_lr_mult
         if word_list is not None:
             self.vocabulary = read_word_list(word_list)
         elif model.classnames:
             self.vocabulary = word_vocabulary(model.prompts(model.classnames, model.templates[:1]))
         else:
             self.vocabulary = []
-        if vocab_size is not None and self.vocabulary and vocab_size != len(self.vocabulary):
-            raise ValueError(f"cmlm vocab_size={vocab_size} but the word vocabulary has {len(self.vocabulary)} words")
-        size = vocab_size or len(self.vocabulary)
+        size = len(self.vocabulary) or vocab_size
         if not size:
             raise ValueError("cmlm needs a word vocabulary: give class names, a word_list file or vocab_size")
         width = text.tower.width
@@ -153,6 +154,9 @@ class CMLMHead(Head):
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self._word_tokens: dict[str, list[int]] = {}
         self._index = {word: i for i, word in enumerate(self.vocabulary)}
+
+    def lr_mults(self) -> dict[str, float]:
+        return {"adapter": self.adapter_lr_mult} if self.adapter_lr_mult != 1.0 else {}
 
     # ---- masking ------------------------------------------------------------------------
 

@@ -81,6 +81,10 @@ def build_m2clip(
     """M2-CLIP's K400 configuration: TED in every visual block, a text adapter in the last text
     block, the temporal pooling adapter, and the contrastive, CMC, CMLM and VC heads.
 
+    As the authors' release: TED feeds the first frame's zero difference through its TD branch
+    (``zero_first_frame=False``), the text adapters keep PyTorch's initialisation and train at
+    half the base learning rate.
+
     Args:
         ted_site: ``pre_mlp`` (the release's K400 model), ``pre_attn`` (the paper's figure), or
             both (the release's SSv2 model).
@@ -95,23 +99,16 @@ def build_m2clip(
     """
     heads = dict(M2CLIP_HEADS if heads is None else heads)
     adapters = [{"name": "ted", "tower": "visual", "layers": "all", "site": ted_site,
-                 "options": {"width": ted_width, "mode": ted_mode, "parts": list(ted_parts)}}]
+                 "options": {"width": ted_width, "mode": ted_mode, "parts": list(ted_parts), "zero_first_frame": False}}]
     if text_adapter:
         adapters.append({"name": "bottleneck", "tower": "text", "layers": [-1], "site": "pre_mlp",
                          "options": {"width": text_width, "init": "default"}, "lr_mult": text_lr_mult})
     options = {
         "contrastive": {"gather": gather},
-        "cmlm": {"adapter_width": text_width, "word_list": word_list, "vocab_size": vocab_size},
+        "cmlm": {"adapter_width": text_width, "word_list": word_list, "vocab_size": vocab_size,
+                 "adapter_lr_mult": text_lr_mult},
         "vc": {"dropout": vc_dropout},
     }
-    head_specs = [
-        {"name": name, "weight": weight, "options": options.get(name, {}),
-         "lr_mult": text_lr_mult if name == "cmlm" else 1.0}
-        for name, weight in heads.items()
-    ]
-    model = build_video_clip(clip, classnames, adapters=adapters, heads=head_specs, pooling=pooling,
-                             templates=templates, num_classes=num_classes)
-    if "cmlm" in heads:  # only the adapter inside the CMLM block trains at the text rate
-        model.lr_mults.pop("decoder.heads.cmlm")
-        model.set_lr_mult("decoder.heads.cmlm.adapter", text_lr_mult)
-    return model
+    head_specs = [{"name": name, "weight": weight, "options": options.get(name, {})} for name, weight in heads.items()]
+    return build_video_clip(clip, classnames, adapters=adapters, heads=head_specs, pooling=pooling,
+                            templates=templates, num_classes=num_classes)

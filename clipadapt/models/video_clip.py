@@ -96,6 +96,8 @@ class VideoCLIP(nn.Module):
         self.decoder.add(name, head, weight)
         if lr_mult != 1.0:
             self.set_lr_mult(f"decoder.heads.{name}", lr_mult)
+        for child, mult in head.lr_mults().items():
+            self.set_lr_mult(f"decoder.heads.{name}.{child}", mult)
         return head
 
     def set_lr_mult(self, prefix: str, mult: float) -> None:

@@ -1,0 +1,108 @@
+"""What ``clipadapt run`` does: build the data and model of a recipe, train, evaluate, report.
+
+A recipe with a ``compare`` section trains each variant (the recipe plus that variant's
+``key=value`` overrides) in its own folder under ``output_dir`` and writes their test
+accuracies side by side to ``<output_dir>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from clipadapt.config import Recipe, load_recipe, require_data
+from clipadapt.engine import distributed
+from clipadapt.engine.checkpoint import seed_everything
+from clipadapt.engine.evaluate import evaluate
+from clipadapt.engine.train import Trainer, per_rank_batch_size
+
+
+def _loaders(recipe: Recipe, train_set, eval_set, distributed_run: bool):
+    from clipadapt.data import build_loader
+
+    batch = per_rank_batch_size(recipe.data.batch_size, recipe.data.accumulate)
+    workers = recipe.data.num_workers
+    train = build_loader(train_set, batch, shuffle=True, num_workers=workers, seed=recipe.seed,
+                         distributed=distributed_run, drop_last=len(train_set) >= 2 * batch)
+    views = max(1, recipe.eval.clips * recipe.eval.crops)
+    evaluation = build_loader(eval_set, max(1, batch // views), shuffle=False, num_workers=workers,
+                              seed=recipe.seed, distributed=distributed_run)
+    return train, evaluation
+
+
+def headline(metrics: dict) -> dict:
+    """Top-1/top-5 of the fused prediction (or the only head) as fractions in [0, 1]."""
+    name = "fused" if "fused/top1" in metrics else next((k[: -len("/top1")] for k in metrics if k.endswith("/top1")), None)
+    if name is None:
+        return {}
+    return {"top1": metrics[f"{name}/top1"] / 100.0, "top5": metrics[f"{name}/top5"] / 100.0, "head": name}
+
+
+def train_and_evaluate(recipe: Recipe, console: Console | None = None) -> dict:
+    """Train `recipe` and evaluate it on its test split; returns and writes ``results.json``."""
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.models import build_from_recipe
+
+    console = console or Console()
+    require_data(recipe)
+    distributed_run = distributed.init_distributed()
+    seed_everything(recipe.seed)
+    train_set = build_dataset(recipe, "train")
+    eval_set = build_dataset(recipe, "val")
+    model = build_from_recipe(recipe, train_set.classnames)
+    train_loader, eval_loader = _loaders(recipe, train_set, eval_set, distributed_run)
+    trainer = Trainer(model, recipe, train_loader, eval_loader, console=console)
+    summary = trainer.fit()
+    metrics = summary.get("eval") or {}
+    if recipe.data.test_list or recipe.data.dataset in ("ucf101", "hmdb51", "synthetic"):
+        test_set = build_dataset(recipe, "test")
+        if test_set.entries != eval_set.entries:  # a separate test split
+            _, test_loader = _loaders(recipe, train_set, test_set, distributed_run)
+            metrics = evaluate(trainer.model, test_loader, device=trainer.device, heads=recipe.eval.heads,
+                               precision=recipe.precision)
+    results = {"recipe": recipe.name, "metrics": metrics, **headline(metrics), "steps": summary.get("step")}
+    if distributed.is_main():
+        path = Path(recipe.output_dir) / "results.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console: Console | None = None) -> dict:
+    """``clipadapt run``: train and evaluate a recipe, or each of its ``compare`` variants.
+
+    Example:
+        >>> run("quickstart")                        # doctest: +SKIP
+        {'m2clip': {'top1': 0.97, ...}, 'frame_mean_baseline': {'top1': 0.51, ...}}
+    """
+    console = console or Console()
+    recipe = load_recipe(name_or_path, list(overrides))
+    if not recipe.compare:
+        return train_and_evaluate(recipe, console)
+    base_dir = Path(recipe.output_dir)
+    summary = {}
+    for variant, variant_overrides in recipe.compare.items():
+        console.rule(f"{variant}")
+        variant_recipe = load_recipe(name_or_path, [*overrides, *variant_overrides, f"output_dir={base_dir / variant}"])
+        variant_recipe.compare = {}
+        result = train_and_evaluate(variant_recipe, console)
+        summary[variant] = {"top1": result.get("top1"), "top5": result.get("top5")}
+    if distributed.is_main():
+        base_dir.mkdir(parents=True, exist_ok=True)
+        (base_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        table = Table(title=f"{recipe.name}: test accuracy")
+        for column in ("variant", "top-1", "top-5"):
+            table.add_column(column)
+        for variant, result in summary.items():
+            table.add_row(variant, _percent(result["top1"]), _percent(result["top5"]))
+        console.print(table)
+        console.print(f"wrote {base_dir / 'summary.json'}")
+    return summary
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"

@@ -1,0 +1,133 @@
+"""What ``clipadapt eval``, ``zeroshot`` and ``predict`` do with a trained checkpoint."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from clipadapt.config import Recipe
+from clipadapt.engine.checkpoint import load_checkpoint
+from clipadapt.engine.evaluate import evaluate
+
+
+def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None):
+    """The `VideoCLIP` saved in a training checkpoint (``checkpoints/best.pt`` or ``last.pt``).
+
+    The model is rebuilt from the recipe stored in the checkpoint, with the class names it was
+    trained on, and its trainable weights are loaded.
+
+    Example:
+        >>> model = load_trained("runs/m2clip_k400/checkpoints/best.pt")   # doctest: +SKIP
+    """
+    from clipadapt.models import build_from_recipe
+
+    state = load_checkpoint(checkpoint)
+    names = classnames or state.get("extra", {}).get("classnames") or None
+    model = build_from_recipe(state["recipe"], names)
+    model.load_trainable_state_dict(state["model"])
+    return model.eval()
+
+
+class ZeroShot(nn.Module):
+    """Wraps a `VideoCLIP` so that evaluation scores videos against its current class names only."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor) -> dict:
+        return {"zeroshot": self.model.zero_shot_logits(video)}
+
+
+def _loader(recipe: Recipe, dataset):
+    from clipadapt.data import build_loader
+
+    return build_loader(dataset, max(1, recipe.data.batch_size // max(1, dataset.num_views)), num_workers=recipe.data.num_workers,
+                        seed=recipe.seed)
+
+
+def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path, split: str = "test") -> dict:
+    """Top-1/top-5 per head and fused of a checkpoint on the recipe's `split`, with its views."""
+    from clipadapt.data.recipe import build_dataset
+
+    dataset = build_dataset(recipe, split)
+    model = load_trained(checkpoint)
+    if model.classnames and dataset.classnames and len(model.classnames) != len(dataset.classnames):
+        raise ValueError(f"{checkpoint} was trained on {len(model.classnames)} classes, the {split} set has {len(dataset.classnames)}")
+    return evaluate(model, _loader(recipe, dataset), heads=recipe.eval.heads, precision=recipe.precision)
+
+
+def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[int] = (1,)) -> dict:
+    """Zero-shot top-1/top-5 on the recipe's test set for each split, and their mean ± population std.
+
+    Without a checkpoint the recipe's own (untrained) model is used: the frozen CLIP baseline.
+    """
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.models import build_from_recipe
+
+    model = load_trained(checkpoint) if checkpoint else build_from_recipe(recipe).eval()
+    per_split = {}
+    for split in splits:
+        recipe.data.split = split
+        dataset = build_dataset(recipe, "test", zero_shot=True)
+        model.set_classnames(dataset.classnames)
+        metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=recipe.precision)
+        per_split[split] = metrics
+    top1 = [m["zeroshot/top1"] for m in per_split.values()]
+    return {
+        "splits": per_split,
+        "top1_mean": statistics.fmean(top1),
+        "top1_std": statistics.pstdev(top1),
+        "top5_mean": statistics.fmean(m["zeroshot/top5"] for m in per_split.values()),
+    }
+
+
+def predict(
+    model,
+    videos: Sequence[str | Path],
+    *,
+    num_frames: int = 8,
+    size: int = 224,
+    sampling: str = "segments",
+    stride: int = 16,
+    top_k: int = 5,
+    classnames: Sequence[str] | None = None,
+) -> list[list[tuple[str, float]]]:
+    """Top-k classes and probabilities for each video file.
+
+    With `classnames` the videos are classified zero-shot among those names; otherwise by the
+    model's trained heads (fused).
+
+    Example:
+        >>> predict(model, ["clip.mp4"], classnames=["surf", "ride a horse"])   # doctest: +SKIP
+        [[('surf', 0.91), ('ride a horse', 0.09)]]
+    """
+    from clipadapt.data import open_video
+    from clipadapt.data.sampling import dense_indices, segment_indices
+    from clipadapt.data.transforms import eval_transform
+
+    transform = eval_transform(size)
+    if classnames:
+        model.set_classnames(classnames)
+    names = list(model.classnames)
+    results = []
+    for path in videos:
+        reader = open_video(path)
+        if sampling == "segments":
+            indices = segment_indices(len(reader), num_frames, train=False)[0]
+        else:
+            indices = dense_indices(len(reader), num_frames, stride, train=False)[0]
+        frames = reader.get(indices.tolist()).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
+        clip = transform(frames).unsqueeze(0)
+        with torch.no_grad():
+            if classnames:
+                probs = model.zero_shot_logits(clip).softmax(-1)[0]
+            else:
+                probs = model(clip)["fused"][0]
+        values, order = probs.topk(min(top_k, len(names)))
+        results.append([(names[i], float(v)) for v, i in zip(values.tolist(), order.tolist())])
+    return results
