@@ -78,7 +78,12 @@ def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDatase
 
 
 def recipe_classnames(recipe) -> list[str] | None:
-    """Class names (as prompt words) from the recipe's label map alone, without reading videos."""
+    """Class names (as prompt words) from the recipe's label map (or the synthetic generator's
+    options) alone, without reading or writing videos; ``None`` when the recipe names none."""
+    if recipe.data.dataset == "synthetic":
+        from clipadapt.data.synthetic import class_names
+
+        return class_names(recipe.data.synthetic.get("num_classes", 8))
     if recipe.data.label_map:
         from clipadapt.data.datasets import prompt_name
 

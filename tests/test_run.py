@@ -1,0 +1,80 @@
+"""The recipe pipeline end to end on a reduced quickstart: run, eval, zeroshot, predict, flops."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from clipadapt.cli import app
+
+runner = CliRunner()
+SMALL = [
+    "schedule.epochs=2",
+    "data.synthetic.train_per_class=4",
+    "data.synthetic.test_per_class=2",
+    "data.batch_size=4",
+    "data.num_workers=0",
+]
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart")
+    result = runner.invoke(app, ["run", "quickstart", *SMALL, f"output_dir={out}"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_reduced_quickstart_trains_both_variants_and_writes_the_summary(quickstart):
+    out, output = quickstart
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"m2clip", "frame_mean_baseline"}
+    for scores in summary.values():
+        assert set(scores) == {"top1", "top5"} and 0 <= scores["top1"] <= scores["top5"] <= 1
+    assert "m2clip" in output and "frame_mean_baseline" in output
+    for variant in summary:
+        assert (out / variant / "checkpoints" / "last.pt").is_file()
+        assert (out / variant / "metrics.jsonl").is_file()
+
+
+def test_eval_reports_each_head_and_the_fusion(quickstart):
+    out, _ = quickstart
+    result = runner.invoke(app, ["eval", "quickstart", str(out / "m2clip" / "checkpoints" / "last.pt"), *SMALL, f"output_dir={out}"])
+    assert result.exit_code == 0, result.output
+    for head in ("cmc", "vc", "fused"):
+        assert head in result.output
+
+
+def test_zeroshot_on_the_test_classes(quickstart):
+    out, _ = quickstart
+    result = runner.invoke(app, ["zeroshot", "quickstart", str(out / "m2clip" / "checkpoints" / "last.pt"), *SMALL, f"output_dir={out}"])
+    assert result.exit_code == 0, result.output
+    assert "zero-shot" in result.output and "population std" in result.output
+
+
+def test_predict_names_classes_of_video_files(quickstart):
+    out, _ = quickstart
+    video = next((out / "data" / "videos").glob("*.mp4"))
+    checkpoint = str(out / "m2clip" / "checkpoints" / "last.pt")
+    trained = runner.invoke(app, ["predict", checkpoint, str(video), "--top-k", "2"])
+    assert trained.exit_code == 0, trained.output
+    assert "a circle moving" in trained.output
+    zero_shot = runner.invoke(app, ["predict", checkpoint, str(video), "--classes", "a square spinning,a dot falling"])
+    assert zero_shot.exit_code == 0, zero_shot.output
+    assert "a dot falling" in zero_shot.output
+
+
+def test_run_with_a_bad_override_names_the_key(tmp_path):
+    result = runner.invoke(app, ["run", "quickstart", "optim.lrr=1", f"output_dir={tmp_path}"])
+    assert result.exit_code == 1
+    assert "optim.lrr" in result.output and "lr" in result.output
+
+
+def test_flops_on_the_quickstart_writes_json(tmp_path):
+    path = tmp_path / "flops.json"
+    result = runner.invoke(app, ["flops", "quickstart", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(path.read_text())
+    names = {c["name"] for c in report["components"]}
+    assert {"visual.backbone", "visual.adapters.ted", "pooling", "text.backbone"} <= names
+    assert report["gflops_per_view"] > 0 and report["trainable_params"] > 0
