@@ -89,27 +89,23 @@ class TEDAdapter(Adapter):
             self.td_conv = zero_(nn.Conv2d(width, width, kernel_size, padding=padding, groups=width))
 
     def temporal_enhancement(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        h = rearrange(self.te.down(x), "(b t) l c -> (b l) c t", t=num_frames)
-        h = rearrange(self.te_conv(h), "(b l) c t -> (b t) l c", l=x.shape[1])
-        return self.te.up(h)
+        h = rearrange(self.te.down(x), "(b t) l c -> b c t l", t=num_frames)  # a channels-last view
+        weight = self.te_conv.weight.unsqueeze(-1)  # the (3,) temporal kernel as (3, 1): no layout copies
+        h = F.conv2d(h, weight, self.te_conv.bias, padding=(self.te_conv.padding[0], 0), groups=h.shape[1])
+        return self.te.up(rearrange(h, "b c t l -> (b t) l c").contiguous())
 
     def temporal_difference(self, x: torch.Tensor, num_frames: int, ctx: AdapterContext) -> torch.Tensor:
-        prefix = ctx.num_prefix_tokens
+        """TD's delta for the patch tokens, ``(B, T', P, D)``: T' = T − 1 frames from the second
+        on, or all T with ``zero_first_frame=False``."""
         gh, gw = ctx.grid(x.shape[1])
-        patches = rearrange(x[:, prefix:], "(b t) p d -> b t p d", t=num_frames)
+        patches = rearrange(x[:, ctx.num_prefix_tokens :], "(b t) p d -> b t p d", t=num_frames)
         diff = patches[:, 1:] - patches[:, :-1]  # (B, T-1, P, D)
         if not self.zero_first_frame:  # d_0 = 0 goes through the branch (its biases reach frame 0)
             diff = F.pad(diff, (0, 0, 0, 0, 1, 0))
         frames_out = diff.shape[1]
-        if frames_out == 0:  # single-frame clips have no differences
-            return torch.zeros_like(x)
-        h = rearrange(self.td.down(diff), "b t (gh gw) c -> (b t) c gh gw", gh=gh, gw=gw)
+        h = rearrange(self.td.down(diff), "b t (gh gw) c -> (b t) c gh gw", gh=gh, gw=gw)  # channels-last view
         h = rearrange(self.td_conv(h), "(b t) c gh gw -> b t (gh gw) c", t=frames_out)
-        delta = self.td.up(h)
-        if self.zero_first_frame:
-            delta = F.pad(delta, (0, 0, 0, 0, 1, 0))  # no previous frame, no difference, no delta
-        delta = F.pad(delta, (0, 0, prefix, 0))  # prefix (class) tokens get zero
-        return rearrange(delta, "b t l d -> (b t) l d")
+        return self.td.up(h.contiguous())
 
     def forward(self, x: torch.Tensor, ctx: AdapterContext) -> torch.Tensor:
         num_frames = ctx.num_frames
@@ -118,6 +114,14 @@ class TEDAdapter(Adapter):
         te = self.temporal_enhancement(x, num_frames) if "te" in self.parts else None
         if "td" not in self.parts:
             return te
+        if num_frames == 1 and self.zero_first_frame:  # a single frame has no difference
+            return te if te is not None else torch.zeros_like(x)
         td_input = x + te if (self.mode == "sequential" and te is not None) else x
         td = self.temporal_difference(td_input, num_frames, ctx)
-        return td if te is None else te + td
+        # write TD into the patch tokens of the frames it covers; prefix tokens (and the first
+        # frame, with zero_first_frame) keep TE alone. `delta` is a fresh tensor that autograd
+        # has not saved, so the in-place add is safe.
+        delta = te.clone() if te is not None else torch.zeros_like(x)
+        view = rearrange(delta, "(b t) l d -> b t l d", t=num_frames)
+        view[:, num_frames - td.shape[1] :, ctx.num_prefix_tokens :] += td
+        return delta
