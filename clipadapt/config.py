@@ -650,6 +650,8 @@ def _check_paths(checked: dict, errors: list[Error]) -> None:
     if isinstance(data, dict):
         for f in dataclasses.fields(DataCfg):
             value = data.get(f.name)
+            if f.name == "root" and data.get("dataset") == "synthetic":
+                continue  # where the synthetic data will be written
             if f.metadata.get("path") and isinstance(value, str) and not Path(value).exists():
                 errors.append(Error(f"data.{f.name}", f"{value!r} does not exist"))
         synthetic = data.get("synthetic")

@@ -78,3 +78,28 @@ def test_flops_on_the_quickstart_writes_json(tmp_path):
     names = {c["name"] for c in report["components"]}
     assert {"visual.backbone", "visual.adapters.ted", "pooling", "text.backbone"} <= names
     assert report["gflops_per_view"] > 0 and report["trainable_params"] > 0
+
+
+def test_ddp_on_two_cpu_processes_gives_the_m2clip_losses_of_one_process(tmp_path):
+    """Contrastive over the gathered batch, CMLM masks seeded per sample, dropout off."""
+    import os
+    import subprocess
+    import sys
+
+    args = [*SMALL, "schedule.epochs=2", "eval.every=0", "compare={}", "heads.0.options.gather=global"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def train(folder, processes):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        command = [*launcher, "-m", "clipadapt.cli", "run", "quickstart", *args, f"output_dir={tmp_path / folder}",
+                   f"data.root={tmp_path / 'data'}"]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        records = map(json.loads, (tmp_path / folder / "metrics.jsonl").read_text().splitlines())
+        return [r for r in records if r["kind"] == "epoch"]  # mean losses of each epoch's 4 steps
+
+    one, two = train("one", 1), train("two", 2)
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        for key in ("loss", "loss_contrastive", "loss_cmc", "loss_cmlm", "loss_vc"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key

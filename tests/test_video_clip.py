@@ -160,3 +160,17 @@ def test_trainable_state_round_trip():
     other.load_trainable_state_dict(state)
     for name, tensor in other.trainable_state_dict().items():
         assert torch.equal(tensor, state[name]), name
+
+
+def test_video_clip_wraps_an_openai_clip_model_too():
+    from clip.model import CLIP
+
+    torch.manual_seed(0)
+    openai = CLIP(32, 32, 2, 64, 8, 16, 49408, 32, 2, 2)  # sequence-first blocks
+    model = build_m2clip(openai, CLASSNAMES, ted_width=8, text_width=8).train()
+    out = model(clips(), torch.tensor([0, 1, 2, 3]))
+    assert set(out["losses"]) == {"contrastive", "cmc", "cmlm", "vc"} and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    model.eval()
+    with torch.no_grad():
+        assert model(clips())["fused"].shape == (4, len(CLASSNAMES))
