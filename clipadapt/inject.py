@@ -262,25 +262,8 @@ def _block_state(state: InjectionState, block: Block, seq_first: bool) -> BlockS
         bstate.x_in = x
 
     handles = [block.module.register_forward_pre_hook(capture, with_kwargs=True, prepend=True)]
-    if isinstance(block.attn, nn.MultiheadAttention) and block.attn.batch_first:
-        handles.append(block.attn.register_forward_pre_hook(_seq_first_contiguous, with_kwargs=True))
     state.blocks[key] = (bstate, handles, 1)
     return bstate
-
-
-def _seq_first_contiguous(module, args, kwargs):
-    """Give a batch-first ``nn.MultiheadAttention`` its self-attention input as a (N, L, D) view of
-    a (L, N, D)-contiguous tensor: the module transposes it to sequence-first, and its input
-    projection then runs as one matrix product instead of a batched product per token (several
-    times faster on CPU when autograd is on, where the fused inference path is not used). Same
-    values, another memory layout; without gradient nothing changes."""
-    if not torch.is_grad_enabled() or len(args) < 3 or not (args[1] is args[0] and args[2] is args[0]):
-        return None
-    query = args[0]
-    if query.dim() != 3 or query.transpose(0, 1).is_contiguous():
-        return None
-    query = query.transpose(0, 1).contiguous().transpose(0, 1)
-    return (query, query, query, *args[3:]), kwargs
 
 
 def _release_block_state(state: InjectionState, block_module: nn.Module) -> None:
