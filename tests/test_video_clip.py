@@ -174,3 +174,31 @@ def test_video_clip_wraps_an_openai_clip_model_too():
     model.eval()
     with torch.no_grad():
         assert model(clips())["fused"].shape == (4, len(CLASSNAMES))
+
+
+def test_video_clip_wraps_a_hugging_face_clip_model():
+    from tiny import tiny_hf_text_clip
+
+    model = build_video_clip(tiny_hf_text_clip(), CLASSNAMES, adapters=[TED, TEXT],
+                             heads=[{"name": "contrastive"}, {"name": "cmc"}, {"name": "vc"}], pooling="conv")
+    for _, _, module in clipadapt.injections(model)[1].modules:
+        randomize_(module, std=0.1)
+    model.train()
+    fast = model.class_embeddings()  # cached frozen prefix, cut sequences, explicit causal mask
+    tokens = model.text.tokenize(model.prompts(model.classnames, model.templates))
+    out = model.clip.get_text_features(input_ids=tokens.ids)
+    plain = F.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    loss = model(clips(), torch.tensor([0, 1, 2, 3]))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    with torch.no_grad():
+        assert set(model(clips())) == {"cmc", "vc", "fused"}
+
+
+def test_cmlm_on_a_hugging_face_model_is_refused_with_a_reason():
+    from tiny import tiny_hf_text_clip
+
+    with pytest.raises(TypeError, match="nn.MultiheadAttention"):
+        build_video_clip(tiny_hf_text_clip(), CLASSNAMES, adapters=[TED], heads=[{"name": "cmlm"}])

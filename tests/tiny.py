@@ -116,3 +116,20 @@ def tiny_text_clip(seed: int = 0, layers: int = 2):
 
 
 CLASSNAMES = ["archery", "abseiling", "apply eye makeup", "brush hair"]
+
+
+def tiny_hf_text_clip():
+    """A tiny Hugging Face CLIPModel taking real BPE ids (end-of-text 49407, as OpenAI's tokenizer)."""
+    import transformers
+    from transformers import CLIPConfig, CLIPModel
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         vocab_size=49408, max_position_embeddings=16, bos_token_id=49406, eos_token_id=49407, pad_token_id=0),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=IMAGE, patch_size=PATCH),
+        projection_dim=32,
+    )
+    return CLIPModel(cfg)

@@ -148,7 +148,7 @@ class CMLMHead(Head):
         self.ln_1, self.attn, self.ln_2, self.mlp = parts["ln_1"], parts["attn"], parts["ln_2"], parts["mlp"]
         if not isinstance(self.attn, nn.MultiheadAttention):
             raise TypeError(f"cmlm needs an nn.MultiheadAttention in the text blocks, found {type(self.attn).__name__}")
-        self._ln_final = (text.root.ln_final,)  # CLIP's own, frozen; not a submodule of the head
+        self._ln_final = (text.ln_final,)  # CLIP's own, frozen; not a submodule of the head
         self.adapter = Bottleneck(width, adapter_width, "gelu", adapter_init)
         self.predict = PredictionHead(width, size)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipadapt.backbones import Tower, detect, get_tower
+from clipadapt.backbones.base import first_tensor
 
 
 def _tokenizer(context_length: int):
@@ -52,7 +53,7 @@ class TextPath:
     def __init__(self, clip: nn.Module):
         family = detect(clip).family
         if family not in ("open_clip", "openai_clip"):
-            raise TypeError(f"text encoding supports open_clip and OpenAI clip models, not {family!r}")
+            raise TypeError(f"TextPath supports open_clip and OpenAI clip models, not {family!r}; see text_path()")
         self.tower: Tower = get_tower(clip, "text")
         self.root = self.tower.module  # CLIP itself (text blocks on the model) or CustomTextCLIP.text
         self.clip = clip
@@ -84,6 +85,20 @@ class TextPath:
     def dtype(self) -> torch.dtype:
         return self.root.token_embedding.weight.dtype
 
+    @property
+    def embed_dim(self) -> int:
+        """Width of the joint embedding space."""
+        proj = self.root.text_projection
+        return proj.out_features if isinstance(proj, nn.Linear) else int(proj.shape[-1])
+
+    @property
+    def ln_final(self) -> nn.Module:
+        return self.root.ln_final
+
+    def frozen_inputs(self) -> list[torch.Tensor]:
+        """Parameters used before the first block (embeddings)."""
+        return [self.root.token_embedding.weight, self.root.positional_embedding]
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token plus positional embeddings, ``(N, L, W)``."""
         length = ids.shape[1]
@@ -106,16 +121,20 @@ class TextPath:
 
     def finish(self, states: torch.Tensor, eot: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """``ln_final``, pooling at the end-of-text token and the projection."""
-        x = self.root.ln_final(states)
+        x = self.ln_final(states)
         x = x[torch.arange(x.shape[0], device=x.device), eot]
-        proj = self.root.text_projection
+        proj = self.projection
         if proj is not None:
             x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
         return F.normalize(x, dim=-1) if normalize else x
 
+    @property
+    def projection(self):
+        return self.root.text_projection
+
     def first_trainable_block(self) -> int:
         """Index of the first text block with a trainable parameter (or the block count)."""
-        if any(p.requires_grad for p in (self.root.token_embedding.weight, self.root.positional_embedding)):
+        if any(p.requires_grad for p in self.frozen_inputs()):
             return 0
         for index, block in enumerate(self.tower.blocks):
             if any(p.requires_grad for p in block.module.parameters()):
@@ -152,3 +171,55 @@ class TextPath:
 
     def clear_cache(self) -> None:
         self._prefix_cache = None
+
+
+class HFTextPath(TextPath):
+    """`TextPath` for Hugging Face ``CLIPModel``: embeddings, ``encoder.layers`` under an explicit
+    causal mask, ``final_layer_norm``, pooling at the end-of-text token, ``text_projection``.
+    Token ids come from the same BPE tokenizer as OpenAI's CLIP."""
+
+    def __init__(self, clip: nn.Module):
+        self.tower = get_tower(clip, "text")
+        self.root = self.tower.module  # CLIPTextModel / CLIPTextTransformer
+        self.clip = clip
+        self.context_length = int(self.root.embeddings.position_embedding.num_embeddings)
+        self.tokenizer = _tokenizer(self.context_length)
+        self._prefix_cache = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.root.embeddings.token_embedding.weight.dtype
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip.text_projection.out_features
+
+    @property
+    def ln_final(self) -> nn.Module:
+        return self.root.final_layer_norm
+
+    @property
+    def projection(self):
+        return self.clip.text_projection
+
+    def frozen_inputs(self) -> list[torch.Tensor]:
+        return list(self.root.embeddings.parameters())
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.root.embeddings(input_ids=ids)
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        length = x.shape[1]
+        mask = torch.full((length, length), float("-inf"), dtype=x.dtype, device=x.device).triu(1)[None, None]
+        for block in self.tower.blocks[start:stop]:
+            x = first_tensor(block.module(x, mask))
+        return x
+
+
+def text_path(clip: nn.Module) -> TextPath:
+    """The `TextPath` of a CLIP of any family with a text tower.
+
+    Example:
+        >>> text = text_path(clip)
+    """
+    return HFTextPath(clip) if detect(clip).family == "hf" else TextPath(clip)

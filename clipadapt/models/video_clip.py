@@ -15,7 +15,7 @@ from clipadapt.backbones.base import first_tensor
 from clipadapt.heads.base import HeadInputs
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
-from clipadapt.models.text import TextPath
+from clipadapt.models.text import text_path
 from clipadapt.registry import HEADS
 
 DEFAULT_TEMPLATES = ("a video of {}",)
@@ -37,7 +37,8 @@ class VideoFeatures:
 
 
 class VideoCLIP(nn.Module):
-    """An adapted CLIP (open_clip or OpenAI ``clip``) turned into a video classifier.
+    """An adapted CLIP (open_clip, OpenAI ``clip`` or Hugging Face ``CLIPModel``) turned into a
+    video classifier.
 
     Args:
         clip: the CLIP, with adapters injected (or not).
@@ -72,11 +73,11 @@ class VideoCLIP(nn.Module):
         self.clip = clip
         self.family = detect(clip).family
         self.visual_tower = get_tower(clip, "visual")
-        self.text = TextPath(clip)
+        self.text = text_path(clip)
         self.templates = list(templates)
         self.classnames = list(classnames or [])
         self.num_classes = len(self.classnames) or num_classes or 0
-        self.embed_dim = int(self.text.root.text_projection.shape[-1])
+        self.embed_dim = self.text.embed_dim
         self.visual_width = self.visual_tower.width
         self.pooling = TemporalPooling(self.embed_dim, pooling, pooling_width)
         self.decoder = MultiTaskDecoder()
@@ -105,7 +106,17 @@ class VideoCLIP(nn.Module):
         self.lr_mults[prefix] = float(mult)
 
     def visual_ln_post(self) -> nn.Module:
+        """CLIP's own norm after the visual tower (``ln_post``; ``post_layernorm`` in transformers)."""
+        if self.family == "hf":
+            return self.clip.vision_model.post_layernorm
         return self.clip.visual.ln_post
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Per-frame embeddings ``(N, E)`` of images ``(N, 3, H, W)`` (inside `frames()` for T)."""
+        if self.family == "hf":
+            out = self.clip.get_image_features(pixel_values=frames)
+            return out if isinstance(out, torch.Tensor) else out.pooler_output
+        return self.clip.encode_image(frames)
 
     def logit_scale(self) -> torch.Tensor:
         """CLIP's own temperature, ``exp(logit_scale)``, without gradient."""
@@ -128,14 +139,12 @@ class VideoCLIP(nn.Module):
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.text_parameters())
 
     def text_parameters(self):
-        root = self.text.root
-        yield root.token_embedding.weight
-        yield root.positional_embedding
+        yield from self.text.frozen_inputs()
         for block in self.text.tower.blocks:
             yield from block.module.parameters()
-        yield from root.ln_final.parameters()
-        if isinstance(root.text_projection, nn.Parameter):
-            yield root.text_projection
+        yield from self.text.ln_final.parameters()
+        projection = self.text.projection
+        yield from projection.parameters() if isinstance(projection, nn.Module) else [projection]
 
     def class_embeddings(self) -> torch.Tensor:
         """Normalised class-prompt embeddings ``(C, E)`` (templates averaged).
@@ -179,7 +188,7 @@ class VideoCLIP(nn.Module):
         handle = tower.blocks[-1].module.register_forward_hook(keep_cls)
         try:
             with frames_context(self.clip, num_frames):
-                per_frame = self.clip.encode_image(video.flatten(0, 1))  # (B·T, E)
+                per_frame = self.encode_frames(video.flatten(0, 1))  # (B·T, E)
         finally:
             handle.remove()
         per_frame = per_frame.reshape(batch, num_frames, -1)
