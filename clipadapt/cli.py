@@ -28,6 +28,35 @@ def _registry(kind: str):
     raise typer.BadParameter(f"cannot list {kind!r}; choose one of {', '.join(LISTABLE)}")
 
 
+def _user_errors(command):
+    """Report a user's mistake (a missing file, a bad value, an unreadable video, a diverged run)
+    as one line and exit 1; ``CLIPADAPT_DEBUG=1`` shows the traceback instead."""
+    import functools
+    import os
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from clipadapt.config import RecipeError
+        from clipadapt.data.datasets import BadSampleError, TooManyBadSamples
+        from clipadapt.data.video import VideoError
+        from clipadapt.engine.train import NonFiniteLossError
+
+        try:
+            return command(*args, **kwargs)
+        except RecipeError as error:
+            _print_recipe_error(error)
+            raise typer.Exit(code=1)
+        except (FileNotFoundError, ValueError, KeyError, TypeError, VideoError, BadSampleError,
+                TooManyBadSamples, NonFiniteLossError) as error:
+            if os.environ.get("CLIPADAPT_DEBUG") == "1":
+                raise
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            console.print(f"[bold red]error[/]: {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1)
+
+    return wrapper
+
+
 def _first_line(obj) -> str:
     doc = (obj.__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""
@@ -64,6 +93,7 @@ def _build_named_model(name: str):
 
 
 @app.command()
+@_user_errors
 def inspect(name: str = typer.Argument(..., help="an open_clip config (ViT-B-16) or a timm model name")) -> None:
     """Print towers, blocks, widths, layout, CLS index, patch grid and sites of a backbone."""
     import logging
@@ -126,6 +156,7 @@ def _print_recipe_error(error) -> None:
 
 
 @app.command()
+@_user_errors
 def run(
     recipe: str = typer.Argument(..., help="a recipe file or a built-in recipe name (clipadapt ls recipes)"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. optim.lr=3e-4 data.frames=16"),
@@ -134,14 +165,9 @@ def run(
 
     Multi-GPU: `torchrun --nproc-per-node 8 -m clipadapt.cli run RECIPE ...`.
     """
-    from clipadapt.config import RecipeError
     from clipadapt.engine.run import run as run_recipe
 
-    try:
-        run_recipe(recipe, overrides or [], console=console)
-    except RecipeError as error:
-        _print_recipe_error(error)
-        raise typer.Exit(code=1)
+    run_recipe(recipe, overrides or [], console=console)
 
 
 def _load(recipe: str, overrides: list[str] | None):
@@ -165,6 +191,7 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 
 
 @app.command("eval")
+@_user_errors
 def eval_command(
     recipe: str = typer.Argument(..., help="the recipe whose data and eval sections to use"),
     checkpoint: Path = typer.Argument(..., help="a training checkpoint (runs/NAME/checkpoints/best.pt)"),
@@ -180,6 +207,7 @@ def eval_command(
 
 
 @app.command()
+@_user_errors
 def zeroshot(
     recipe: str = typer.Argument(..., help="a zero-shot recipe (m2clip_zeroshot_ucf101, ...)"),
     checkpoint: Path = typer.Argument(None, help="a training checkpoint; none: the recipe's model untrained"),
@@ -202,6 +230,7 @@ def zeroshot(
 
 
 @app.command()
+@_user_errors
 def predict(
     checkpoint: Path = typer.Argument(..., help="a training checkpoint"),
     videos: list[Path] = typer.Argument(..., help="video files"),
@@ -231,6 +260,7 @@ def predict(
 
 
 @app.command()
+@_user_errors
 def flops(
     recipe: str = typer.Argument(..., help="a recipe file or a built-in recipe name"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),

@@ -110,3 +110,12 @@ def test_the_full_quickstart_temporal_model_beats_the_frame_average_by_15_points
 
     summary = run("quickstart", [f"output_dir={tmp_path}"])
     assert summary["m2clip"]["top1"] - summary["frame_mean_baseline"]["top1"] >= 0.15, summary
+
+
+def test_a_file_that_is_not_a_checkpoint_gets_one_line(tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    result = runner.invoke(app, ["eval", "quickstart", str(bogus), f"output_dir={tmp_path}", *SMALL])
+    assert result.exit_code == 1
+    assert "bogus.pt is not a readable clipadapt training checkpoint" in result.output
+    assert "Traceback" not in result.output

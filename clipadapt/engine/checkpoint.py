@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -216,7 +217,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} is not a readable clipadapt training checkpoint: it does not load with "
+                         "weights_only=True (clipadapt checkpoints hold only tensors and plain values)") from None
+    except (RuntimeError, EOFError) as error:  # truncated or corrupt
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable clipadapt training checkpoint (truncated or corrupt: {first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a clipadapt training checkpoint (format {FORMAT})")
     state["recipe"] = yaml.safe_load(state["recipe"])
