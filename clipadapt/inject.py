@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-from clipadapt.backbones import Block, Tower, fingerprint, get_tower, towers_of
+from clipadapt.backbones import Block, Tower, fingerprint, get_tower
 from clipadapt.backbones.base import first_tensor, replace_first
 from clipadapt.registry import ADAPTERS
 

@@ -15,7 +15,7 @@ from clipadapt.data.datasets import (
     read_ucf101,
 )
 from clipadapt.data.synthetic import generate
-from clipadapt.data.transforms import eval_transform, train_transform
+from clipadapt.data.transforms import train_transform
 
 SPLITS = ("train", "val", "test")
 
