@@ -119,3 +119,43 @@ def test_a_file_that_is_not_a_checkpoint_gets_one_line(tmp_path):
     assert result.exit_code == 1
     assert "bogus.pt is not a readable clipadapt training checkpoint" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_m2clip_quickstart_killed_mid_run_and_resumed_ends_with_the_same_weights(tmp_path):
+    """SIGKILL once a mid-epoch checkpoint exists, run the same command again (resume: auto)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from clipadapt.engine.checkpoint import load_checkpoint
+
+    args = [*SMALL, "schedule.epochs=2", "schedule.checkpoint_every=1", "eval.every=0", "compare={}", "resume=auto",
+            f"data.root={tmp_path / 'data'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def command(folder):
+        return [sys.executable, "-m", "clipadapt.cli", "run", "quickstart", *args, f"output_dir={tmp_path / folder}"]
+
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    process = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if last.is_file() and load_checkpoint(last)["step"] >= 3:  # inside the first epoch of 4 steps
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
+    outputs = {}
+    for folder in ("killed", "whole"):
+        done = subprocess.run(command(folder), env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[folder] = done.stdout
+    assert "resumed from" in outputs["killed"] and "resumed from" not in outputs["whole"]
+    resumed, whole = load_checkpoint(last)["model"], load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
+    assert resumed.keys() == whole.keys()
+    assert all(torch.equal(resumed[key], whole[key]) for key in whole)
