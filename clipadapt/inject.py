@@ -146,10 +146,6 @@ class Injection:
     modules: list[tuple[int, str | None, nn.Module]] = field(default_factory=list, repr=False)
     undo: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
-    @property
-    def key(self) -> str:
-        return self.name
-
     def spec(self) -> dict[str, Any]:
         """A JSON-serialisable description that re-creates this injection."""
         return {"name": self.name, "tower": self.tower, "layers": self.layers, "sites": self.sites, "kwargs": self.kwargs}
@@ -241,7 +237,7 @@ def _replace_input(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, d
     raise RuntimeError(f"cannot find the block input among keyword arguments {sorted(kwargs)}")
 
 
-def _block_state(state: InjectionState, block: Block, seq_first: bool) -> BlockState:
+def _block_state(state: InjectionState, block: Block) -> BlockState:
     """The shared per-call state of a block, with the pre-hook that fills it (one per block)."""
     key = id(block.module)
     if key in state.blocks:
@@ -413,7 +409,7 @@ def inject(
                 module = cls.build(tower_obj.width, site=s, tower=tower_obj, layer=layer, **kwargs)
                 _attach(state, injection, tower_obj, layer, block, s, module)
     except Exception:
-        _detach(state, injection)
+        _detach(injection)
         raise
     state.injections.append(injection)
     if freeze:
@@ -439,7 +435,7 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
     if site is None:
         injection.undo.append(module.attach(block))
         return
-    bstate = _block_state(state, block, tower.seq_first)
+    bstate = _block_state(state, block)
     injection.undo.append(lambda: _release_block_state(state, block.module))
     ctx = AdapterContext(
         tower=tower.name,
@@ -455,7 +451,7 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
     injection.undo.append(_hook_site(site, block, module, ctx, tower.seq_first).remove)
 
 
-def _detach(state: InjectionState, injection: Injection) -> None:
+def _detach(injection: Injection) -> None:
     for undo in reversed(injection.undo):
         undo()
     injection.undo.clear()
@@ -478,7 +474,7 @@ def eject(model: nn.Module, handle: Injection | None = None) -> None:
     for state in _states(model):
         for injection in list(reversed(state.injections)):
             if handle is None or injection is handle:
-                _detach(state, injection)
+                _detach(injection)
                 state.injections.remove(injection)
                 found = True
     if handle is not None and not found:
