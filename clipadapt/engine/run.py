@@ -83,10 +83,15 @@ def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console:
     if not recipe.compare:
         return train_and_evaluate(recipe, console)
     base_dir = Path(recipe.output_dir)
+    shared = []
+    if recipe.data.dataset == "synthetic" and not recipe.data.root:  # generate the data once for all variants
+        from clipadapt.data.recipe import synthetic_root
+
+        shared.append(f"data.root={synthetic_root(recipe)}")
     summary = {}
     for variant, variant_overrides in recipe.compare.items():
         console.rule(f"{variant}")
-        variant_recipe = load_recipe(name_or_path, [*overrides, *variant_overrides, f"output_dir={base_dir / variant}"])
+        variant_recipe = load_recipe(name_or_path, [*overrides, *shared, *variant_overrides, f"output_dir={base_dir / variant}"])
         variant_recipe.compare = {}
         result = train_and_evaluate(variant_recipe, console)
         summary[variant] = {"top1": result.get("top1"), "top5": result.get("top5")}
