@@ -96,12 +96,11 @@ def _build_named_model(name: str):
 @_user_errors
 def inspect(name: str = typer.Argument(..., help="an open_clip config (ViT-B-16) or a timm model name")) -> None:
     """Print towers, blocks, widths, layout, CLS index, patch grid and sites of a backbone."""
-    import logging
-
-    logging.getLogger().setLevel(logging.ERROR)
     from clipadapt.backbones import describe
+    from clipadapt.models.builders import quiet_root_logger
 
-    info = describe(_build_named_model(name))
+    with quiet_root_logger():
+        info = describe(_build_named_model(name))
     table = Table(title=f"{name} ({info['family']})")
     for column in ("tower", "blocks", "width", "layout", "CLS index", "prefix tokens", "patch grid"):
         table.add_column(column)

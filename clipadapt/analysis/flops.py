@@ -192,7 +192,9 @@ def flops(
         >>> round(count.total / 1e9, 1), count.unsupported_ops
         (140.7, {})
     """
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # importing fvcore scripts a loss with torch.jit, which warns
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     traced = _Call(model, call or (lambda m, *xs: m(*xs)))

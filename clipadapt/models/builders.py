@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 from pathlib import Path
@@ -60,8 +61,20 @@ def build_clip(model_cfg) -> nn.Module:
         raise ValueError(f"model.arch {arch!r} is not an open_clip config" + (f"; did you mean {close[0]!r}?" if close else ""))
     if weights and Path(str(weights)).suffix and not Path(str(weights)).is_file():
         raise FileNotFoundError(f"model.weights {weights!r} does not exist")
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # open_clip warns on random weights
-    return open_clip.create_model(arch, pretrained=weights or None)
+    with quiet_root_logger():  # open_clip warns when it builds random weights, which is what was asked
+        return open_clip.create_model(arch, pretrained=weights or None)
+
+
+@contextlib.contextmanager
+def quiet_root_logger(level: int = logging.ERROR):
+    """Raise the root logger's level for the duration of the block, then restore it."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(max(previous, level))
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
 
 
 def _load_weights(clip: nn.Module, path: str) -> None:
