@@ -216,6 +216,8 @@ def zeroshot(
     """Classify the videos of new classes without retraining; mean ± population std over splits."""
     from clipadapt.engine.tasks import zero_shot
 
+    if checkpoint is not None and "=" in checkpoint.name:  # no checkpoint given: that was an override
+        overrides, checkpoint = [str(checkpoint), *(overrides or [])], None
     loaded = _load(recipe, overrides)
     chosen = [int(s) for s in splits.split(",") if s.strip()] if loaded.data.dataset in ("ucf101", "hmdb51") else [loaded.data.split]
     result = zero_shot(loaded, checkpoint, chosen)

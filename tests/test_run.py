@@ -159,3 +159,10 @@ def test_the_m2clip_quickstart_killed_mid_run_and_resumed_ends_with_the_same_wei
     resumed, whole = load_checkpoint(last)["model"], load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
     assert resumed.keys() == whole.keys()
     assert all(torch.equal(resumed[key], whole[key]) for key in whole)
+
+
+def test_zeroshot_without_a_checkpoint_scores_the_recipes_untrained_model(quickstart):
+    out, _ = quickstart
+    result = runner.invoke(app, ["zeroshot", "quickstart", *SMALL, f"output_dir={out}"])
+    assert result.exit_code == 0, result.output
+    assert "top-1" in result.output

@@ -69,11 +69,13 @@ def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[in
     from clipadapt.data.recipe import build_dataset
     from clipadapt.models import build_from_recipe
 
-    model = load_trained(checkpoint) if checkpoint else build_from_recipe(recipe).eval()
+    model = load_trained(checkpoint) if checkpoint else None
     per_split = {}
     for split in splits:
         recipe.data.split = split
         dataset = build_dataset(recipe, "test", zero_shot=True)
+        if model is None:  # the recipe's own model, untrained (the frozen CLIP with identity adapters)
+            model = build_from_recipe(recipe, dataset.classnames).eval()
         model.set_classnames(dataset.classnames)
         metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=recipe.precision)
         per_split[split] = metrics
