@@ -177,9 +177,9 @@ def test_video_clip_wraps_an_openai_clip_model_too():
 
 
 def test_video_clip_wraps_a_hugging_face_clip_model():
-    from tiny import tiny_hf_text_clip
+    from tiny import tiny_hf
 
-    model = build_video_clip(tiny_hf_text_clip(), CLASSNAMES, adapters=[TED, TEXT],
+    model = build_video_clip(tiny_hf(real_tokens=True), CLASSNAMES, adapters=[TED, TEXT],
                              heads=[{"name": "contrastive"}, {"name": "cmc"}, {"name": "vc"}], pooling="conv")
     for _, _, module in clipadapt.injections(model)[1].modules:
         randomize_(module, std=0.1)
@@ -198,7 +198,7 @@ def test_video_clip_wraps_a_hugging_face_clip_model():
 
 
 def test_cmlm_on_a_hugging_face_model_is_refused_with_a_reason():
-    from tiny import tiny_hf_text_clip
+    from tiny import tiny_hf
 
     with pytest.raises(TypeError, match="nn.MultiheadAttention"):
-        build_video_clip(tiny_hf_text_clip(), CLASSNAMES, adapters=[TED], heads=[{"name": "cmlm"}])
+        build_video_clip(tiny_hf(real_tokens=True), CLASSNAMES, adapters=[TED], heads=[{"name": "cmlm"}])

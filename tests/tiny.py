@@ -33,15 +33,19 @@ def tiny_openai_clip():
     return CLIP(32, IMAGE, 2, 64, PATCH, 16, 100, 32, 2, 2).eval()
 
 
-def tiny_hf():
+def tiny_hf(real_tokens: bool = False):
+    """A tiny Hugging Face CLIPModel; with `real_tokens` its text tower takes real BPE ids
+    (end-of-text 49407, as OpenAI's tokenizer) in a 16-token context."""
     import transformers
     from transformers import CLIPConfig, CLIPModel
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
+    tokens = dict(vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=0) if real_tokens else \
+        dict(vocab_size=100, bos_token_id=0, eos_token_id=1, pad_token_id=1)
     cfg = CLIPConfig(
         text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+                         max_position_embeddings=16, **tokens),
         vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                            image_size=IMAGE, patch_size=PATCH),
         projection_dim=32,
@@ -117,19 +121,3 @@ def tiny_text_clip(seed: int = 0, layers: int = 2):
 
 CLASSNAMES = ["archery", "abseiling", "apply eye makeup", "brush hair"]
 
-
-def tiny_hf_text_clip():
-    """A tiny Hugging Face CLIPModel taking real BPE ids (end-of-text 49407, as OpenAI's tokenizer)."""
-    import transformers
-    from transformers import CLIPConfig, CLIPModel
-
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         vocab_size=49408, max_position_embeddings=16, bos_token_id=49406, eos_token_id=49407, pad_token_id=0),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=IMAGE, patch_size=PATCH),
-        projection_dim=32,
-    )
-    return CLIPModel(cfg)
