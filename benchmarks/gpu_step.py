@@ -77,35 +77,25 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    train_step()  # warm-up; caches the frozen text prefix
-    with FlopCounterMode(display=False) as counter:
-        train_step()
-    step_flops = counter.get_total_flops()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        train_step()
-    sync(device)
-    train_seconds = (time.perf_counter() - start) / args.steps
-    train_memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-
-    model.eval()
-    with torch.no_grad(), autocast:
-        model(video)  # warm-up; caches the class embeddings
+    def measure(step, steps: int) -> tuple[float, float, float]:
+        """FLOPs of one call (after a warm-up call), mean seconds per call, peak GiB."""
+        step()  # warm-up: caches the frozen text prefix / the class embeddings
         with FlopCounterMode(display=False) as counter:
-            model(video)
-        infer_flops = counter.get_total_flops()
+            step()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sync(device)
         start = time.perf_counter()
-        for _ in range(args.steps):
-            model(video)
+        for _ in range(steps):
+            step()
         sync(device)
-    infer_seconds = (time.perf_counter() - start) / args.steps
-    infer_memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        return counter.get_total_flops(), (time.perf_counter() - start) / steps, memory
+
+    step_flops, train_seconds, train_memory = measure(train_step, args.steps)
+    model.eval()
+    with torch.no_grad(), autocast:
+        infer_flops, infer_seconds, infer_memory = measure(lambda: model(video), args.steps)
 
     rows = {
         "train": {"clips_per_s": args.batch / train_seconds, "seconds": train_seconds, "tflop": step_flops / 1e12,
