@@ -23,6 +23,7 @@ from clipadapt.inject import (
 from clipadapt.inject import freeze_model as freeze
 from clipadapt import adapters  # noqa: F401  (registers the built-in adapters)
 from clipadapt.analysis.params import summary
+from clipadapt.attention import efficient_attention
 from clipadapt.saving import BackboneMismatchError, load_adapters, save_adapters
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "Registry",
     "Tower",
     "describe",
+    "efficient_attention",
     "eject",
     "frames",
     "freeze",

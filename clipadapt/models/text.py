@@ -5,11 +5,16 @@ Running in pieces makes class-prompt encoding cheap and still exact:
 - the blocks before the first one with something trainable compute the same states at every
   step for fixed prompts, so they run once, without gradient, and are cached;
 - under the causal mask, tokens after the longest prompt's end-of-text token never influence
-  the tokens up to it, so the sequence is cut there.
+  the tokens up to it, so the sequence is cut there;
+- pooled embeddings read only the end-of-text token of the last block, whose MLP branch acts on
+  each token alone, so that branch runs on the end-of-text tokens only (the attention before it
+  still sees every token). This holds while the last block's adapters sit on the residual
+  stream before the MLP (``pre_attn``, ``attn_out``, ``pre_mlp``); otherwise the whole block runs.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +23,10 @@ import torch.nn.functional as F
 
 from clipadapt.backbones import Tower, detect, get_tower
 from clipadapt.backbones.base import first_tensor
+from clipadapt.inject import injections
+
+# adapter sites that leave the last block's MLP branch acting on each token alone
+_BEFORE_MLP = ("pre_attn", "attn_out", "pre_mlp")
 
 
 def _tokenizer(context_length: int):
@@ -121,8 +130,7 @@ class TextPath:
 
     def finish(self, states: torch.Tensor, eot: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """``ln_final``, pooling at the end-of-text token and the projection."""
-        x = self.ln_final(states)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        x = self.ln_final(states[torch.arange(states.shape[0], device=states.device), eot])  # per token: pool first
         proj = self.projection
         if proj is not None:
             x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
@@ -141,17 +149,23 @@ class TextPath:
                 return index
         return len(self.tower.blocks)
 
-    def token_states(self, tokens: TokenizedPrompts, cache_prefix: bool = False, truncate: bool = True) -> torch.Tensor:
+    def token_states(
+        self, tokens: TokenizedPrompts, cache_prefix: bool = False, truncate: bool = True, pooled_only: bool = False
+    ) -> torch.Tensor:
         """States after the last block, before ``ln_final``: ``(N, L', W)``.
 
         With `truncate`, ``L'`` is the longest prompt's length, not the context length.
         With `cache_prefix`, frozen leading blocks run without gradient once for this `tokens`
-        object and are reused while it is passed again.
+        object and are reused while it is passed again. With `pooled_only`, only the states at
+        the end-of-text tokens are right (the others are not computed in full); see the module
+        docstring.
         """
         ids = tokens.ids[:, : tokens.length] if truncate else tokens.ids
         start = self.first_trainable_block()
+        rows = self._mlp_on_rows(tokens.eot) if pooled_only and start < len(self.tower.blocks) else nullcontext()
         if start == 0:
-            return self.run_blocks(self.embed(ids))
+            with rows:
+                return self.run_blocks(self.embed(ids))
         if cache_prefix:
             key = (start, self.dtype, ids.device)
             cached = self._prefix_cache
@@ -163,11 +177,44 @@ class TextPath:
         else:
             with torch.no_grad():
                 prefix = self.run_blocks(self.embed(ids), 0, start)
-        return self.run_blocks(prefix, start)
+        with rows:
+            return self.run_blocks(prefix, start)
+
+    def _last_block_mlp_is_per_token(self) -> bool:
+        last = len(self.tower.blocks) - 1
+        return all(
+            site in _BEFORE_MLP
+            for injection in injections(self.clip)
+            if injection.tower == "text"
+            for layer, site, _ in injection.modules
+            if layer == last
+        )
+
+    @contextmanager
+    def _mlp_on_rows(self, eot: torch.Tensor):
+        """While active, the last block's MLP branch (from its second norm on) sees only the
+        end-of-text token of each sequence; the block's residual add broadcasts it back."""
+        if not self._last_block_mlp_is_per_token():
+            yield
+            return
+        batch = torch.arange(eot.shape[0], device=eot.device)
+        seq_first = self.tower.seq_first
+
+        def pick(module, args):
+            x = args[0]
+            picked = x[eot, batch].unsqueeze(0) if seq_first else x[batch, eot].unsqueeze(1)
+            return (picked, *args[1:])
+
+        handle = self.tower.blocks[-1].ln_2.register_forward_pre_hook(pick)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def encode(self, tokens: TokenizedPrompts, normalize: bool = True, cache_prefix: bool = False) -> torch.Tensor:
         """Text embeddings ``(N, E)``, as ``clip.encode_text`` (normalised by default)."""
-        return self.finish(self.token_states(tokens, cache_prefix=cache_prefix), tokens.eot, normalize)
+        states = self.token_states(tokens, cache_prefix=cache_prefix, pooled_only=True)
+        return self.finish(states, tokens.eot, normalize)
 
     def clear_cache(self) -> None:
         self._prefix_cache = None

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipadapt.adapters.temporal_pool import TemporalPooling
+from clipadapt.attention import efficient_attention as use_efficient_attention
 from clipadapt.backbones import detect, get_tower
 from clipadapt.backbones.base import first_tensor
 from clipadapt.heads.base import HeadInputs
@@ -46,6 +47,9 @@ class VideoCLIP(nn.Module):
         templates: prompt templates with one ``{}``; several are averaged.
         pooling: ``mean`` or ``conv`` (M2-CLIP's temporal pooling adapter).
         num_classes: the class count when class names are not at hand (counting only).
+        efficient_attention: switch the CLIP's ``nn.MultiheadAttention`` modules to
+            `clipadapt.attention.SelfAttention`, which computes the same attention faster under
+            autograd (see `clipadapt.efficient_attention`).
 
     In training mode ``model(video, labels)`` returns ``{"loss", "losses"}``; in eval mode
     ``model(video)`` returns per-head logits ``(B, C)`` and ``"fused"`` (mean of their
@@ -65,6 +69,7 @@ class VideoCLIP(nn.Module):
         pooling: str = "mean",
         num_classes: int | None = None,
         pooling_width: int | None = None,
+        efficient_attention: bool = True,
     ):
         super().__init__()
         for template in templates:
@@ -72,6 +77,8 @@ class VideoCLIP(nn.Module):
                 raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}'")
         self.clip = clip
         self.family = detect(clip).family
+        if efficient_attention:
+            use_efficient_attention(clip)
         self.visual_tower = get_tower(clip, "visual")
         self.text = text_path(clip)
         self.templates = list(templates)
