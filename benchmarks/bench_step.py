@@ -1,8 +1,10 @@
 """One M2-CLIP K400 training step on ViT-B/16 (random weights), batch 2 × 8 frames, CPU.
 
 Times forward, backward and the optimiser step, and the frozen visual forward of the same 16
-frames (no grad) as the reference, all in one process; peak memory of each phase is measured in
-a fresh subprocess (peak RSS above the RSS after building the model).
+frames (no grad) as the reference, interleaved in one process. This is done twice, each in a
+fresh process: with glibc ``malloc`` keeping freed memory (what ``Trainer.fit`` sets on the CPU,
+`clipadapt.engine.retain_freed_memory`) and with glibc's defaults. Peak memory of each phase is
+measured in a fresh process too (peak RSS above the RSS after building the model).
 
     python benchmarks/bench_step.py [--repeats 3] [--out FILE]
 """
@@ -70,19 +72,26 @@ def frozen_forward(clip, video) -> float:
     return time.perf_counter() - start
 
 
-def memory_phase(phase: str, batch: int, frames: int) -> None:
-    """Run one phase in this (fresh) process and print its peak memory above the built model's."""
+def set_allocator(allocator: str) -> None:
+    from clipadapt.engine import retain_freed_memory
+
+    retain_freed_memory(allocator == "retain")
+
+
+def memory_phase(phase: str, batch: int, frames: int) -> dict:
+    """Run one phase twice in this (fresh) process; the peak memory above the built model's
+    (measured from before the first run, as kept memory stays resident)."""
     if phase == "frozen":
         clip, video = frozen_clip(), torch.randn(batch, frames, 3, 224, 224)
-        frozen_forward(clip, video)  # warm-up allocations
         with PeakMemory() as peak:
-            frozen_forward(clip, video)
+            for _ in range(2):
+                frozen_forward(clip, video)
     else:
         model, optimizer, video, labels = build(batch, frames)
-        step_phases(model, optimizer, video, labels)  # warm-up: optimiser state, text prefix cache
         with PeakMemory() as peak:
-            step_phases(model, optimizer, video, labels)
-    print(json.dumps({"phase": phase, "peak_mb": peak.mb}))
+            for _ in range(2):  # the first also builds the optimiser state and the text prefix cache
+                step_phases(model, optimizer, video, labels)
+    return {"peak_mb": peak.mb}
 
 
 def breakdown(model, video, labels) -> dict[str, float]:
@@ -98,47 +107,76 @@ def breakdown(model, video, labels) -> dict[str, float]:
     return {"visual forward (TED)": visual, "class prompts forward": text, "their backward": time.perf_counter() - start}
 
 
+def timings(batch: int, frames: int, repeats: int) -> dict:
+    """Interleaved frozen forwards and training steps in this (fresh) process."""
+    model, optimizer, video, labels = build(batch, frames)
+    frozen = frozen_clip()
+    step_phases(model, optimizer, video, labels)  # warm-up: caches the frozen text prefix
+    frozen_forward(frozen, video)
+    runs = {"frozen": [], "forward": [], "backward": [], "optimizer": [], "step": []}
+    for _ in range(repeats):
+        runs["frozen"].append(frozen_forward(frozen, video))
+        for key, value in step_phases(model, optimizer, video, labels).items():
+            runs[key].append(value)
+    parts = breakdown(model, video, labels)
+    median = {key: sorted(values)[len(values) // 2] for key, values in runs.items()}
+    return {"seconds": runs, "median": median, "step_over_frozen": median["step"] / median["frozen"], "breakdown": parts}
+
+
+def in_fresh_process(args, job: str, allocator: str, phase: str = "") -> dict:
+    command = [sys.executable, __file__, "--job", job, "--allocator", allocator, "--phase", phase,
+               "--batch", str(args.batch), "--frames", str(args.frames), "--repeats", str(args.repeats)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--memory-phase", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--job", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--allocator", default="retain", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.memory_phase:
-        return memory_phase(args.memory_phase, args.batch, args.frames)
+    if args.job:
+        set_allocator(args.allocator)
+        result = timings(args.batch, args.frames, args.repeats) if args.job == "time" else memory_phase(args.phase, args.batch, args.frames)
+        return print(json.dumps(result))
 
-    model, optimizer, video, labels = build(args.batch, args.frames)
-    frozen = frozen_clip()
-    step_phases(model, optimizer, video, labels)  # warm-up: caches the frozen text prefix
-    frozen_forward(frozen, video)
-    runs = {"frozen": [], "forward": [], "backward": [], "optimizer": [], "step": []}
-    for _ in range(args.repeats):  # interleaved
-        runs["frozen"].append(frozen_forward(frozen, video))
-        for key, value in step_phases(model, optimizer, video, labels).items():
-            runs[key].append(value)
-    parts = breakdown(model, video, labels)
-    model.zero_grad(set_to_none=True)
-    median = {key: sorted(values)[len(values) // 2] for key, values in runs.items()}
-    memory = {}
-    for phase in ("frozen", "step"):
-        result = subprocess.run([sys.executable, __file__, "--memory-phase", phase, "--batch", str(args.batch), "--frames", str(args.frames)],
-                                capture_output=True, text=True, check=True)
-        memory[phase] = json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
+    allocators = {"retain": "malloc keeps freed memory (Trainer on CPU)", "system": "glibc malloc defaults"}
+    results = {}
+    for allocator in allocators:
+        results[allocator] = in_fresh_process(args, "time", allocator)
+        results[allocator]["peak_mb"] = {phase: in_fresh_process(args, "memory", allocator, phase)["peak_mb"] for phase in ("frozen", "step")}
 
-    table = Table(title=f"M2-CLIP K400 step, ViT-B/16, batch {args.batch} × {args.frames} frames, CPU ({torch.get_num_threads()} threads)")
-    for column in ("phase", "seconds (median)", "× frozen visual forward"):
-        table.add_column(column)
+    title = f"M2-CLIP K400 step, ViT-B/16, batch {args.batch} × {args.frames} frames, CPU ({torch.get_num_threads()} threads)"
+    table = Table(title=title)
+    table.add_column("phase")
+    for allocator in allocators:
+        table.add_column(f"s, {allocator}")
+        table.add_column(f"× frozen, {allocator}")
+
+    def row(label: str, values: dict[str, float]) -> None:
+        cells = []
+        for allocator in allocators:
+            frozen = results[allocator]["median"]["frozen"]
+            cells += [f"{values[allocator]:.3f}", f"{values[allocator] / frozen:.2f}"]
+        table.add_row(label, *cells)
+
     for key in ("frozen", "forward", "backward", "optimizer", "step"):
-        table.add_row(key, f"{median[key]:.3f}", f"{median[key] / median['frozen']:.2f}")
-    for key, value in parts.items():
-        table.add_row(f"  of which: {key}", f"{value:.3f}", f"{value / median['frozen']:.2f}")
+        row(key, {a: results[a]["median"][key] for a in allocators})
+    for key in results["retain"]["breakdown"]:
+        row(f"  of which: {key}", {a: results[a]["breakdown"][key] for a in allocators})
     console = Console()
     console.print(table)
-    console.print(f"peak memory above the built model: frozen forward {memory['frozen']:.0f} MB, training step {memory['step']:.0f} MB")
-    path = write_json("bench_step", {"batch": args.batch, "frames": args.frames, "seconds": runs, "median": median,
-                                     "step_over_frozen": median["step"] / median["frozen"], "breakdown": parts, "peak_mb": memory}, args.out)
+    for allocator, label in allocators.items():
+        peak = results[allocator]["peak_mb"]
+        console.print(f"{allocator} ({label}): peak memory above the built model: frozen forward {peak['frozen']:.0f} MB, "
+                      f"training step {peak['step']:.0f} MB")
+    path = write_json("bench_step", {"batch": args.batch, "frames": args.frames, "allocators": allocators,
+                                     "results": results}, args.out)
     console.print(f"wrote {path}")
 
 

@@ -376,3 +376,30 @@ def _main(args: dict) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE.parent))
     _main(json.loads(sys.argv[1]))
+
+
+RSS_AFTER_FREE = """
+import os, sys, torch
+from clipadapt.engine import retain_freed_memory
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+applied = retain_freed_memory(sys.argv[1] == "retain")
+before = rss_mb()
+x = torch.ones(64, 2**20)  # 256 MB, touched
+del x
+print(applied, round(rss_mb() - before))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings are Linux-only")
+def test_retain_freed_memory_keeps_freed_pages_for_the_next_step():
+    def after_free(mode):
+        out = subprocess.run([sys.executable, "-c", RSS_AFTER_FREE, mode], capture_output=True, text=True, check=True)
+        applied, kept_mb = out.stdout.split()
+        return applied == "True", int(kept_mb)
+
+    applied, kept = after_free("retain")
+    assert applied and kept > 200  # the freed 256 MB stay mapped, ready for reuse
+    applied, kept = after_free("system")
+    assert applied and kept < 50  # glibc's defaults return a block this large at once

@@ -35,6 +35,7 @@ from .checkpoint import (
     seed_everything,
 )
 from .evaluate import evaluate
+from .host_memory import retain_freed_memory
 from .metrics import MetricLogger
 from .optim import build_optimizer
 from .precision import autocast, grad_scaler
@@ -128,6 +129,9 @@ class Trainer:
         progress: show rich progress bars (rank 0 only).
         log_every: optimiser steps between ``train`` records in ``metrics.jsonl``.
 
+    On the CPU, `fit` first calls `retain_freed_memory` (process-wide), so each step re-uses the
+    memory pages of the one before instead of faulting in new ones.
+
     Example:
         >>> trainer = Trainer(model, recipe, train_loader, val_loader)  # doctest: +SKIP
         >>> trainer.fit()["best"]  # doctest: +SKIP
@@ -210,6 +214,8 @@ class Trainer:
         """Train to ``schedule.epochs`` (resuming as ``recipe.resume`` says) and return a summary:
         ``{"step", "epochs", "best", "best_metric", "eval": last metrics, "history": epoch records}``.
         """
+        if self.device.type == "cpu":
+            retain_freed_memory()
         path = self.resume_path()
         if path is not None:
             self.resume(path)
