@@ -73,9 +73,11 @@ def frozen_forward(clip, video) -> float:
 
 
 def set_allocator(allocator: str) -> None:
-    from clipadapt.engine import retain_freed_memory
+    """``retain``: what `Trainer.fit` sets on the CPU; ``system``: glibc untouched."""
+    if allocator == "retain":
+        from clipadapt.engine import retain_freed_memory
 
-    retain_freed_memory(allocator == "retain")
+        retain_freed_memory()
 
 
 def memory_phase(phase: str, batch: int, frames: int) -> dict:

@@ -18,7 +18,6 @@ import platform
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 _KEEP = 2**31 - 1  # bytes of free heap top kept before trimming (mallopt takes an int)
-_GLIBC_DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_MAX: 65536}
 
 
 def _libc():
@@ -27,11 +26,12 @@ def _libc():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
-def retain_freed_memory(enable: bool = True) -> bool:
-    """Have glibc ``malloc`` keep freed memory for reuse (``enable=False``: its defaults again).
+def retain_freed_memory() -> bool:
+    """Have glibc ``malloc`` keep freed memory for reuse, for the rest of the process.
 
-    Returns whether the setting applied (``False`` off Linux/glibc). Process-wide; the CPU
-    training loop of ``clipadapt run`` turns it on.
+    Returns whether the setting applied (``False`` off Linux/glibc). The CPU training loop of
+    ``clipadapt run`` (`Trainer.fit`) turns it on. There is no way back: setting these options
+    also ends glibc's own adjustment of its mmap threshold.
 
     Example:
         >>> from clipadapt.engine import retain_freed_memory
@@ -41,5 +41,4 @@ def retain_freed_memory(enable: bool = True) -> bool:
     libc = _libc()
     if libc is None:
         return False
-    settings = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: _KEEP} if enable else _GLIBC_DEFAULTS
-    return all(libc.mallopt(option, value) == 1 for option, value in settings.items())
+    return all(libc.mallopt(option, value) == 1 for option, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, _KEEP)))
