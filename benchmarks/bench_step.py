@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, write_json  # noqa: E402
+from common import PeakMemory, rss_mb, write_json
 
 K400_LIKE = [f"class {i}" + (f" extra{i}" if i < 116 else "") for i in range(400)]  # 520 prompt words
 
@@ -43,18 +43,29 @@ def build(batch: int, frames: int):
     return model, optimizer, video, labels
 
 
+def phases(model, optimizer, video, labels) -> dict:
+    """The three phases of a training step, as functions to call in order."""
+    state = {}
+
+    def forward():
+        state["loss"] = model(video, labels)["loss"]
+
+    def backward():
+        state.pop("loss").backward()
+
+    def optimizer_step():
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return {"forward": forward, "backward": backward, "optimizer": optimizer_step}
+
+
 def step_phases(model, optimizer, video, labels) -> dict[str, float]:
     times = {}
-    start = time.perf_counter()
-    out = model(video, labels)
-    times["forward"] = time.perf_counter() - start
-    start = time.perf_counter()
-    out["loss"].backward()
-    times["backward"] = time.perf_counter() - start
-    start = time.perf_counter()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    times["optimizer"] = time.perf_counter() - start
+    for name, run in phases(model, optimizer, video, labels).items():
+        start = time.perf_counter()
+        run()
+        times[name] = time.perf_counter() - start
     times["step"] = sum(times.values())
     return times
 
@@ -81,19 +92,25 @@ def set_allocator(allocator: str) -> None:
 
 
 def memory_phase(phase: str, batch: int, frames: int) -> dict:
-    """Run one phase twice in this (fresh) process; the peak memory above the built model's
-    (measured from before the first run, as kept memory stays resident)."""
+    """Peak resident memory above the built model's (this process is fresh), in MB, during the
+    second run of the frozen forward, or during each phase of the second training step (the
+    first also builds the optimiser state and the text prefix cache)."""
     if phase == "frozen":
         clip, video = frozen_clip(), torch.randn(batch, frames, 3, 224, 224)
+        base = rss_mb()
+        frozen_forward(clip, video)
         with PeakMemory() as peak:
-            for _ in range(2):
-                frozen_forward(clip, video)
-    else:
-        model, optimizer, video, labels = build(batch, frames)
+            frozen_forward(clip, video)
+        return {"frozen": peak.peak - base}
+    model, optimizer, video, labels = build(batch, frames)
+    base = rss_mb()
+    step_phases(model, optimizer, video, labels)
+    peaks = {}
+    for name, run in phases(model, optimizer, video, labels).items():
         with PeakMemory() as peak:
-            for _ in range(2):  # the first also builds the optimiser state and the text prefix cache
-                step_phases(model, optimizer, video, labels)
-    return {"peak_mb": peak.mb}
+            run()
+        peaks[name] = peak.peak - base
+    return {**peaks, "step": max(peaks.values())}
 
 
 def breakdown(model, video, labels) -> dict[str, float]:
@@ -151,32 +168,33 @@ def main() -> None:
     results = {}
     for allocator in allocators:
         results[allocator] = in_fresh_process(args, "time", allocator)
-        results[allocator]["peak_mb"] = {phase: in_fresh_process(args, "memory", allocator, phase)["peak_mb"] for phase in ("frozen", "step")}
+        results[allocator]["peak_mb"] = {**in_fresh_process(args, "memory", allocator, "frozen"),
+                                         **in_fresh_process(args, "memory", allocator, "step")}
 
     title = f"M2-CLIP K400 step, ViT-B/16, batch {args.batch} × {args.frames} frames, CPU ({torch.get_num_threads()} threads)"
-    table = Table(title=title)
+    table = Table(title=title, caption="peak MB: resident memory above the built model's during the phase")
     table.add_column("phase")
     for allocator in allocators:
         table.add_column(f"s, {allocator}")
         table.add_column(f"× frozen, {allocator}")
+        table.add_column(f"peak MB, {allocator}")
 
-    def row(label: str, values: dict[str, float]) -> None:
+    def row(label: str, values: dict[str, float], peaks: dict[str, float] | None = None) -> None:
         cells = []
         for allocator in allocators:
             frozen = results[allocator]["median"]["frozen"]
-            cells += [f"{values[allocator]:.3f}", f"{values[allocator] / frozen:.2f}"]
+            peak = f"{peaks[allocator]:.0f}" if peaks else ""
+            cells += [f"{values[allocator]:.3f}", f"{values[allocator] / frozen:.2f}", peak]
         table.add_row(label, *cells)
 
     for key in ("frozen", "forward", "backward", "optimizer", "step"):
-        row(key, {a: results[a]["median"][key] for a in allocators})
+        row(key, {a: results[a]["median"][key] for a in allocators}, {a: results[a]["peak_mb"][key] for a in allocators})
     for key in results["retain"]["breakdown"]:
         row(f"  of which: {key}", {a: results[a]["breakdown"][key] for a in allocators})
-    console = Console()
+    console = Console(width=140)
     console.print(table)
     for allocator, label in allocators.items():
-        peak = results[allocator]["peak_mb"]
-        console.print(f"{allocator} ({label}): peak memory above the built model: frozen forward {peak['frozen']:.0f} MB, "
-                      f"training step {peak['step']:.0f} MB")
+        console.print(f"{allocator}: {label}; step over frozen forward: {results[allocator]['step_over_frozen']:.2f}×")
     path = write_json("bench_step", {"batch": args.batch, "frames": args.frames, "allocators": allocators,
                                      "results": results}, args.out)
     console.print(f"wrote {path}")
