@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_json  # noqa: E402
+from common import interleaved, ratio_table, write_json  # noqa: E402
 
 import clipadapt  # noqa: E402
 
@@ -69,23 +67,12 @@ def main() -> None:
         return inline_forward(adapted.visual, modules, video, args.frames)
 
     runs = {"frozen": run_frozen, "ted (hooks)": run_hooks, "ted (inline)": run_inline}
-    times = {name: [] for name in runs}
     with torch.no_grad():
         torch.testing.assert_close(run_hooks(), run_inline(), rtol=1e-4, atol=1e-4)
-        for fn in runs.values():
-            fn()  # warm-up
-        for _ in range(args.repeats):  # interleaved, so drifts of a shared machine hit all three
-            for name, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        times = interleaved(runs, args.repeats)
     medians = {name: statistics.median(values) for name, values in times.items()}
     overhead = medians["ted (hooks)"] / medians["ted (inline)"] - 1
-    table = Table(title=f"ViT-B/16, {args.frames} frames, CPU, median of {args.repeats}")
-    for column in ("forward", "seconds", "× frozen"):
-        table.add_column(column)
-    for name, value in medians.items():
-        table.add_row(name, f"{value:.3f}", f"{value / medians['frozen']:.3f}")
+    table = ratio_table(f"ViT-B/16, {args.frames} frames, CPU, median of {args.repeats}", "forward", medians, "frozen")
     console = Console()
     console.print(table)
     console.print(f"hook overhead over the inline reference: {100 * overhead:+.2f}%")

@@ -27,6 +27,33 @@ def median_time(fn, repeats: int = 3, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each ``runs[name]()`` over `repeats` rounds, one call of each per round (so
+    drifts of a shared machine hit all alike), after one untimed warm-up call of each."""
+    for fn in runs.values():
+        fn()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio_table(title: str, first: str, medians: dict[str, float], reference: str, unit: str = "s"):
+    """A rich table of median times (in `unit`: ``s`` or ``ms``) and their ratio to ``medians[reference]``."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in (first, f"{unit} (median)", f"× {reference}"):
+        table.add_column(column)
+    scale = 1e3 if unit == "ms" else 1.0
+    for name, value in medians.items():
+        table.add_row(name, f"{value * scale:.3f}", f"{value / medians[reference]:.3f}")
+    return table
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
