@@ -47,6 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clipadapt.backbones import get_tower, towers_of
+from clipadapt.backbones.base import encoder
 from clipadapt.inject import CONTAINER, frames, injections
 
 GIGA = 1e9
@@ -420,22 +421,6 @@ def native_context_length(clip: nn.Module) -> int | None:
     return length
 
 
-def _encode_image(clip: nn.Module, tower_module: nn.Module) -> Callable[[torch.Tensor], Any]:
-    if hasattr(clip, "encode_image"):
-        return clip.encode_image
-    if hasattr(clip, "get_image_features"):
-        return lambda images: clip.get_image_features(pixel_values=images)
-    return tower_module
-
-
-def _encode_text(clip: nn.Module, tower_module: nn.Module) -> Callable[[torch.Tensor], Any]:
-    if hasattr(clip, "encode_text"):
-        return clip.encode_text
-    if hasattr(clip, "get_text_features"):
-        return lambda tokens: clip.get_text_features(input_ids=tokens)
-    return tower_module
-
-
 def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int) -> Any:
     """One view: ``model.encode_video(video)`` if the model has it, else the CLIP's image encoder
     on the ``(T, 3, H, W)`` frames inside ``frames(model, T)``.
@@ -454,7 +439,7 @@ def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int)
             return tuple(v for v in vars(features).values() if isinstance(v, torch.Tensor))
         return features
     _, clip = find_clip(model)
-    encode = _encode_image(clip, get_tower(clip, "visual").module)
+    encode = encoder(clip, "visual", get_tower(clip, "visual").module)
     with frames(model, num_frames):
         return encode(video[0])
 
@@ -507,7 +492,7 @@ def flops_report(
         if length is None:
             raise ValueError(f"{type(clip).__name__} does not say its text context length; pass context_length=")
         tokens = torch.ones(1, length, dtype=torch.long, device=param.device)
-        encode = _encode_text(clip, towers["text"].module)
+        encode = encoder(clip, "text", towers["text"].module)
         prompt = flops(model, tokens, call=lambda m, t: encode(t))
         for name, n in _split(prompt, layout, "text", "text.backbone").items():
             flops_by_component.setdefault(name, [0, 0])[1] += n

@@ -181,6 +181,27 @@ def first_tensor(value):
     return value if isinstance(value, torch.Tensor) else value[0]
 
 
+def encoder(clip: nn.Module, tower: str, fallback: nn.Module | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The CLIP's own encoder for `tower` (``visual`` or ``text``), as a function of images or
+    token ids: ``encode_image``/``encode_text`` (open_clip, OpenAI ``clip``) or
+    ``get_image_features``/``get_text_features`` (Hugging Face, features as a tensor); a model
+    with neither is `fallback` (a bare tower module) or itself.
+    """
+    own, hf, keyword = ("encode_image", "get_image_features", "pixel_values") if tower == "visual" else (
+        "encode_text", "get_text_features", "input_ids")
+    if hasattr(clip, own):
+        return getattr(clip, own)
+    if hasattr(clip, hf):
+        features = getattr(clip, hf)
+
+        def encode(inputs: torch.Tensor) -> torch.Tensor:
+            out = features(**{keyword: inputs})
+            return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+        return encode
+    return fallback if fallback is not None else clip
+
+
 def replace_first(value, tensor: torch.Tensor):
     """`value` with its first tensor replaced by `tensor` (keeps tuple outputs tuples)."""
     if isinstance(value, torch.Tensor):

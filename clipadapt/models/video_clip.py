@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from clipadapt.adapters.temporal_pool import TemporalPooling
 from clipadapt.attention import efficient_attention as use_efficient_attention
 from clipadapt.backbones import detect, get_tower
-from clipadapt.backbones.base import first_tensor
+from clipadapt.backbones.base import encoder, first_tensor
 from clipadapt.heads.base import HeadInputs
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
@@ -120,10 +120,7 @@ class VideoCLIP(nn.Module):
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings ``(N, E)`` of images ``(N, 3, H, W)`` (inside `frames()` for T)."""
-        if self.family == "hf":
-            out = self.clip.get_image_features(pixel_values=frames)
-            return out if isinstance(out, torch.Tensor) else out.pooler_output
-        return self.clip.encode_image(frames)
+        return encoder(self.clip, "visual")(frames)
 
     def logit_scale(self) -> torch.Tensor:
         """CLIP's own temperature, ``exp(logit_scale)``, without gradient."""
