@@ -159,12 +159,14 @@ class ZeroShotCfg:
 
 @dataclass
 class EvalCfg:
-    """Evaluation frequency, views and fusion."""
+    """Evaluation frequency, views, and the two fusions: over views (``view_fusion``) and over
+    heads (``fuse_heads``, reported as ``fused/top1``)."""
 
     every: int = field(default=1, metadata={"min": 0})
     clips: int = field(default=3, metadata={"min": 1})
     crops: Literal[1, 3, 4] = 4
-    fusion: Literal["mean_prob"] = "mean_prob"
+    view_fusion: Literal["mean_prob", "mean_logit", "max"] = "mean_prob"
+    fuse_heads: list[str] = field(default_factory=lambda: ["vc", "cmc"])
     heads: list[str] | None = None
     zero_shot: ZeroShotCfg = field(default_factory=ZeroShotCfg)
 
@@ -636,6 +638,12 @@ def _check_components(checked: dict, errors: list[Error]) -> None:
             options = entry.get("options")
             if section == "adapters" and isinstance(options, dict):
                 _check_kwargs(options, _adapter_options(registry.get(name)), f"{section}.{i}.options", f"adapter {name!r}", errors)
+    evaluation = checked.get("eval")
+    fuse_heads = evaluation.get("fuse_heads") if isinstance(evaluation, dict) else None
+    if "heads" in registries and isinstance(fuse_heads, list):
+        for i, name in enumerate(fuse_heads):
+            if isinstance(name, str) and name not in registries["heads"]:
+                errors.append(Error(f"eval.fuse_heads.{i}", registries["heads"].unknown_message(name)))
     adapters = checked.get("adapters")
     for i, entry in enumerate(adapters if isinstance(adapters, list) else []):
         site = entry.get("site") if isinstance(entry, dict) else None

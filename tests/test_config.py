@@ -28,7 +28,7 @@ VALID, _ = load_recipe_dict("m2clip_k400")
 FREE_FORM = ("model.config", "data.synthetic")  # mappings whose keys the schema does not fix
 REQUIRED = {"adapters", "heads", "adapters.0.name", "adapters.1.name", "heads.0.name", "heads.1.name", "heads.2.name", "heads.3.name"}
 ENUMS = ["model.family", "precision", "data.dataset", "data.sampling", "data.train_aug", "data.on_error", "video.pooling",
-         "eval.fusion", "eval.crops", "adapters.0.tower", "adapters.0.site", "optim.name", "eval.zero_shot.sampling"]
+         "eval.view_fusion", "eval.crops", "adapters.0.tower", "adapters.0.site", "optim.name", "eval.zero_shot.sampling"]
 
 
 def _paths(node, prefix=""):
@@ -248,3 +248,12 @@ def test_validate_command_prints_every_error_and_fails():
     result = runner.invoke(app, ["validate", "m2clip_k400", "optim.lr=fast", "precision=bf17"])
     assert result.exit_code == 1
     assert "optim.lr" in result.output and "precision" in result.output and "Traceback" not in result.output
+
+
+def test_view_fusion_and_fuse_heads_are_checked():
+    recipe = load_recipe("m2clip_k400", ["eval.view_fusion=max", "eval.fuse_heads=[vc]"])
+    assert recipe.eval.view_fusion == "max" and recipe.eval.fuse_heads == ["vc"]
+    assert load_recipe("st_adapter_k400").eval.fuse_heads == ["vc", "cmc"]
+    errors = validate(apply_overrides(VALID, ["eval.view_fusion=mean_logits", "eval.fuse_heads=[vc, cmcc]"]))
+    assert [e.path for e in errors] == ["eval.view_fusion", "eval.fuse_heads.1"]
+    assert "did you mean 'mean_logit'" in errors[0].message and "Did you mean 'cmc'" in errors[1].message
