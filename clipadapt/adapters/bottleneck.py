@@ -1,6 +1,7 @@
 """Houlsby bottleneck adapter: Linear D→w, activation, Linear w→D, added to the residual stream.
 
-M2-CLIP's text adapter is this adapter at ``pre_mlp`` with width 384 and ``init="default"``.
+M2-CLIP's text adapter is this adapter at ``pre_mlp`` with width 384 and ``init="zero_bias"``
+(the authors' release: PyTorch's initialisation of the weights, both biases zero).
 """
 
 from __future__ import annotations
@@ -25,11 +26,19 @@ ACTIVATIONS = {
     "relu": nn.ReLU,
     "identity": nn.Identity,
 }
-INITS = ("zero", "default")
+INITS = ("zero", "zero_bias", "default")
 
 
 class Bottleneck(nn.Module):
-    """``up(act(down(x)))``; ``init="zero"`` zeroes ``up`` (an identity at injection)."""
+    """``up(act(down(x)))``, ``(..., D) -> (..., D)``.
+
+    ``init="zero"`` zeroes ``up`` (an identity at injection); ``zero_bias`` keeps PyTorch's
+    weights and zeroes both biases (the M2-CLIP release); ``default`` keeps PyTorch's init.
+
+    Example:
+        >>> Bottleneck(512, 384, init="zero_bias").up.bias.abs().sum()
+        tensor(0., grad_fn=<SumBackward0>)
+    """
 
     def __init__(self, dim: int, width: int, activation: str = "gelu", init: str = "zero"):
         super().__init__()
@@ -42,7 +51,10 @@ class Bottleneck(nn.Module):
         self.up = nn.Linear(width, dim)
         if init == "zero":
             nn.init.zeros_(self.up.weight)
+        if init in ("zero", "zero_bias"):
             nn.init.zeros_(self.up.bias)
+        if init == "zero_bias":
+            nn.init.zeros_(self.down.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.act(self.down(x)))
@@ -56,8 +68,9 @@ class BottleneckAdapter(Adapter):
         dim: the block width D.
         width: the bottleneck width w.
         activation: one of ``gelu`` (exact, default), ``gelu_tanh``, ``quickgelu``, ``relu``, ``identity``.
-        init: ``zero`` (the up projection starts at zero: an identity at injection) or
-            ``default`` (PyTorch's initialisation, as the M2-CLIP release's text adapter).
+        init: ``zero`` (the up projection starts at zero: an identity at injection),
+            ``zero_bias`` (PyTorch's weights, zero biases: the M2-CLIP release's text adapter) or
+            ``default`` (PyTorch's initialisation throughout).
 
     Example:
         >>> clipadapt.inject(clip, "bottleneck", tower="text", layers=[-1], width=384)

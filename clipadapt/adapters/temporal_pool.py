@@ -2,7 +2,9 @@
 
 The adapter (spec §2, from the authors' release) works on per-frame embeddings after
 ``ln_post`` and the projection, ``(B, T, E)``: Linear E→w, depthwise Conv1d over T (kernel 3,
-padding 1, zero-initialised), Linear w→E, residual; then the mean over T.
+padding 1), Linear w→E, residual; then the mean over T. As in the release, the conv and both
+linear biases start at zero (the linear weights keep PyTorch's init), so a fresh adapter is an
+exact identity and the video embedding is the plain frame mean.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ class TemporalPooling(nn.Module):
             self.down = nn.Linear(dim, width)
             self.conv = nn.Conv1d(width, width, kernel_size, padding=kernel_size // 2, groups=width)
             self.up = nn.Linear(width, dim)
-            nn.init.zeros_(self.conv.weight)
-            nn.init.zeros_(self.conv.bias)
+            for param in (self.conv.weight, self.conv.bias, self.down.bias, self.up.bias):
+                nn.init.zeros_(param)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, E)`` per-frame embeddings -> (per-frame outputs ``(B, T, E)``, their mean ``(B, E)``)."""
         if self.mode == "conv":
             h = rearrange(self.down(frames), "b t c -> b c t")
             h = rearrange(self.conv(h), "b c t -> b t c")

@@ -61,21 +61,37 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path, split: str = "te
     return evaluate(model, _loader(recipe, dataset), heads=recipe.eval.heads, precision=recipe.precision)
 
 
+def frozen_clip(recipe: Recipe, classnames: Sequence[str]):
+    """The recipe's CLIP with no adapter and no head, its video embedding the mean of the frame
+    embeddings: zero-shot logits are then plain CLIP's, ``scale·cos(mean frame, prompt)``.
+
+    Example:
+        >>> frozen_clip(recipe, ["surf", "ride a horse"]).zero_shot_logits(video)   # doctest: +SKIP
+    """
+    from clipadapt.models import build_clip, build_video_clip
+
+    clip = build_clip(recipe.model)
+    return build_video_clip(clip, classnames, pooling="mean", templates=recipe.video.templates or ["a video of {}"]).eval()
+
+
 def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[int] = (1,)) -> dict:
     """Zero-shot top-1/top-5 on the recipe's test set for each split, and their mean ± population std.
 
-    Without a checkpoint the recipe's own (untrained) model is used: the frozen CLIP baseline.
+    Without a checkpoint the frozen CLIP itself is scored (`frozen_clip`): the paper's "frozen
+    zero-shot" baseline.
+
+    Example:
+        >>> zero_shot(load_recipe("m2clip_zeroshot_ucf101", ["data.root=/data/ucf101/videos"]), None)  # doctest: +SKIP
     """
     from clipadapt.data.recipe import build_dataset
-    from clipadapt.models import build_from_recipe
 
     model = load_trained(checkpoint) if checkpoint else None
     per_split = {}
     for split in splits:
         recipe.data.split = split
         dataset = build_dataset(recipe, "test", zero_shot=True)
-        if model is None:  # the recipe's own model, untrained (the frozen CLIP with identity adapters)
-            model = build_from_recipe(recipe, dataset.classnames).eval()
+        if model is None:
+            model = frozen_clip(recipe, dataset.classnames)
         model.set_classnames(dataset.classnames)
         metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=recipe.precision)
         per_split[split] = metrics

@@ -12,6 +12,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from clipadapt.models.video_clip import VideoCLIP, VideoFeatures
 
 
+REDUCED = (torch.float16, torch.bfloat16)
+
+
+def loss_dtype(x: torch.Tensor) -> torch.Tensor:
+    """`x` for a loss: float32 when it is half precision (fp16, bf16), else in its own dtype.
+
+    Example:
+        >>> loss_dtype(torch.zeros(2, dtype=torch.bfloat16)).dtype, loss_dtype(torch.zeros(2, dtype=torch.float64)).dtype
+        (torch.float32, torch.float64)
+    """
+    return x.float() if x.dtype in REDUCED else x
+
+
 @dataclass
 class HeadInputs:
     """The features of a batch, shared by all heads.

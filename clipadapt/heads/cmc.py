@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from clipadapt.heads.base import Head, HeadInputs, HeadOutput
+from clipadapt.heads.base import Head, HeadInputs, HeadOutput, loss_dtype
 from clipadapt.registry import register_head
 
 
@@ -33,5 +33,5 @@ class CMCHead(Head):
 
     def forward(self, inputs: HeadInputs) -> HeadOutput:
         logits = self.scale * inputs.features.video @ inputs.class_embeddings.t()
-        loss = None if inputs.labels is None else F.cross_entropy(logits.float(), inputs.labels)
+        loss = None if inputs.labels is None else F.cross_entropy(loss_dtype(logits), inputs.labels)
         return HeadOutput(loss=loss, logits=logits)

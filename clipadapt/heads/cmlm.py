@@ -12,7 +12,7 @@
    separate bias) scores every position; cross-entropy on the masked ones.
 
 The word vocabulary is the sorted unique lower-case words of all the class prompts (template
-words included), a word-list file (one word per line), or only a declared size (enough to
+words included), a word-list file (one word, or ``word index``, per line), or only a declared size (enough to
 count parameters and FLOPs; training then needs words).
 """
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from clipadapt.adapters.bottleneck import Bottleneck
 from clipadapt.backbones.base import Block
-from clipadapt.heads.base import Head, HeadInputs, HeadOutput
+from clipadapt.heads.base import Head, HeadInputs, HeadOutput, loss_dtype
 from clipadapt.inject import CONTAINER
 from clipadapt.registry import register_head
 
@@ -51,10 +51,48 @@ def word_vocabulary(prompts: list[str]) -> list[str]:
 
 
 def read_word_list(path: str | Path) -> list[str]:
+    """The words of a word-list file in file order: one word per line, or ``word index`` per
+    line (the release's file), where the indices must be 0, 1, 2, ... in order.
+
+    Example:
+        >>> Path("words.txt").write_text("a 0\nabseiling 1\n")   # doctest: +SKIP
+        >>> read_word_list("words.txt")                           # doctest: +SKIP
+        ['a', 'abseiling']
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cmlm word_list {str(path)!r} does not exist")
-    return [line.strip().lower() for line in path.read_text().splitlines() if line.strip()]
+    words = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) == 2 and fields[1].isdigit():
+            if int(fields[1]) != len(words):
+                raise ValueError(f"cmlm word_list {str(path)!r} line {number}: index {fields[1]} where {len(words)} "
+                                 "was expected (indices count 0, 1, 2, ... in file order)")
+        elif len(fields) != 1:
+            raise ValueError(f"cmlm word_list {str(path)!r} line {number}: {line.strip()!r}; "
+                             "accepted: one word, or a word and its index")
+        words.append(fields[0].lower())
+    return words
+
+
+def text_adapter_copy(model, width: int) -> Bottleneck:
+    """A trainable copy of the bottleneck adapter injected in the last text block of `model.clip`."""
+    from clipadapt.inject import injections
+
+    last = len(model.text.tower.blocks) - 1
+    found = [module for injection in injections(model.clip) if injection.tower == "text" and injection.name == "bottleneck"
+             for layer, _, module in injection.modules if layer == last]
+    if not found:
+        raise ValueError("cmlm adapter_init 'copy' needs a bottleneck adapter in the last text block; inject one "
+                         "or choose adapter_init zero_bias | default | zero")
+    adapter = copy.deepcopy(found[0].mlp)
+    if adapter.down.out_features != width:
+        raise ValueError(f"cmlm adapter_width {width} differs from the last text block's adapter width "
+                         f"{adapter.down.out_features}, which adapter_init 'copy' copies")
+    return adapter.requires_grad_(True)
 
 
 def num_masked(num_words: int, ratio: float = 0.2) -> int:
@@ -105,9 +143,11 @@ class CMLMHead(Head):
     Args:
         ratio: share of words masked (0.2), at least one per prompt.
         adapter_width: width of the text adapter inside the cross-attention block (384).
-        adapter_init: ``default`` (PyTorch's, as the release) or ``zero``.
-        word_list: a file with one word per line, to fix the vocabulary (the release's K400
-            list has 520 words).
+        adapter_init: ``copy`` (a copy of the bottleneck adapter in the last text block, as the
+            release; that adapter must exist), or a fresh adapter: ``zero_bias`` (PyTorch's
+            weights, zero biases), ``default`` (PyTorch's) or ``zero``.
+        word_list: a file with one word per line, or one ``word index`` pair per line (the
+            release's K400 file, 520 words), to fix the vocabulary.
         vocab_size: the vocabulary size to use when no words are at hand (no class names and no
             word list), for counting parameters and FLOPs; words, when known, decide the size.
         adapter_lr_mult: learning-rate factor of the text adapter inside the block (the
@@ -123,7 +163,7 @@ class CMLMHead(Head):
         model,
         ratio: float = 0.2,
         adapter_width: int = 384,
-        adapter_init: str = "default",
+        adapter_init: str = "zero_bias",
         word_list: str | None = None,
         vocab_size: int | None = None,
         adapter_lr_mult: float = 1.0,
@@ -149,7 +189,7 @@ class CMLMHead(Head):
         if not isinstance(self.attn, nn.MultiheadAttention):
             raise TypeError(f"cmlm needs an nn.MultiheadAttention in the text blocks, found {type(self.attn).__name__}")
         self._ln_final = (text.ln_final,)  # CLIP's own, frozen; not a submodule of the head
-        self.adapter = Bottleneck(width, adapter_width, "gelu", adapter_init)
+        self.adapter = text_adapter_copy(model, adapter_width) if adapter_init == "copy" else Bottleneck(width, adapter_width, "gelu", adapter_init)
         self.predict = PredictionHead(width, size)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self._word_tokens: dict[str, list[int]] = {}
@@ -230,5 +270,5 @@ class CMLMHead(Head):
         out = self.cross_attend(states, inputs.features.frames)
         logits = self.predict(out.to(self.predict.dense.weight.dtype))
         labels = labels[:, : logits.shape[1]].to(logits.device)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        loss = F.cross_entropy(loss_dtype(logits.flatten(0, 1)), labels.flatten(), ignore_index=IGNORE)
         return HeadOutput(loss=loss)

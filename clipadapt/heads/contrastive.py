@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from clipadapt.heads.base import Head, HeadInputs, HeadOutput
+from clipadapt.heads.base import Head, HeadInputs, HeadOutput, loss_dtype
 from clipadapt.registry import register_head
 
 GATHERS = ("global", "local")
@@ -30,7 +30,8 @@ def soft_targets(labels: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
 
 
 def kl_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.kl_div(F.log_softmax(logits.float(), dim=1), targets, reduction="batchmean")
+    logits = loss_dtype(logits)
+    return F.kl_div(F.log_softmax(logits, dim=1), targets.to(logits.dtype), reduction="batchmean")
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

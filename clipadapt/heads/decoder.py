@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from clipadapt.heads.base import Head, HeadInputs
+from clipadapt.heads.base import Head, HeadInputs, loss_dtype
 
 
 @dataclass
@@ -65,5 +65,5 @@ class MultiTaskDecoder(nn.Module):
 
 
 def fuse(logits: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean of the heads' softmax probabilities ``(B, C)``."""
-    return torch.stack([l.float().softmax(dim=-1) for l in logits.values()]).mean(dim=0)
+    """Mean of the heads' softmax probabilities ``(B, C)`` (float32 for half-precision logits)."""
+    return torch.stack([loss_dtype(l).softmax(dim=-1) for l in logits.values()]).mean(dim=0)

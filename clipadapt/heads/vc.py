@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipadapt.heads.base import Head, HeadInputs, HeadOutput
+from clipadapt.heads.base import Head, HeadInputs, HeadOutput, loss_dtype
 from clipadapt.registry import register_head
 
 
@@ -42,5 +42,5 @@ class VCHead(Head):
     def forward(self, inputs: HeadInputs) -> HeadOutput:
         cls = self._ln_post[0](inputs.features.cls)
         logits = self.fc(self.dropout(cls.to(self.fc.weight.dtype)))
-        loss = None if inputs.labels is None else F.cross_entropy(logits.float(), inputs.labels)
+        loss = None if inputs.labels is None else F.cross_entropy(loss_dtype(logits), inputs.labels)
         return HeadOutput(loss=loss, logits=logits)

@@ -81,9 +81,12 @@ def build_m2clip(
     """M2-CLIP's K400 configuration: TED in every visual block, a text adapter in the last text
     block, the temporal pooling adapter, and the contrastive, CMC, CMLM and VC heads.
 
-    As the authors' release: TED feeds the first frame's zero difference through its TD branch
-    (``zero_first_frame=False``), the text adapters keep PyTorch's initialisation and train at
-    half the base learning rate.
+    Initialised as the authors' release: TED feeds the first frame's zero difference through its
+    TD branch (``zero_first_frame=False``) and starts at zero, so does the pooling adapter's
+    residual (its conv and biases are zero): the fresh visual path is the frozen CLIP's, frame
+    for frame, with the video embedding the frame mean. The text adapter keeps PyTorch's weights
+    with zero biases, the CMLM block's adapter starts as a copy of it, and both train at half
+    the base learning rate.
 
     Args:
         ted_site: ``pre_mlp`` (the release's K400 model), ``pre_attn`` (the paper's figure), or
@@ -102,11 +105,11 @@ def build_m2clip(
                  "options": {"width": ted_width, "mode": ted_mode, "parts": list(ted_parts), "zero_first_frame": False}}]
     if text_adapter:
         adapters.append({"name": "bottleneck", "tower": "text", "layers": [-1], "site": "pre_mlp",
-                         "options": {"width": text_width, "init": "default"}, "lr_mult": text_lr_mult})
+                         "options": {"width": text_width, "init": "zero_bias"}, "lr_mult": text_lr_mult})
     options = {
         "contrastive": {"gather": gather},
         "cmlm": {"adapter_width": text_width, "word_list": word_list, "vocab_size": vocab_size,
-                 "adapter_lr_mult": text_lr_mult},
+                 "adapter_lr_mult": text_lr_mult, "adapter_init": "copy" if text_adapter else "zero_bias"},
         "vc": {"dropout": vc_dropout},
     }
     head_specs = [{"name": name, "weight": weight, "options": options.get(name, {})} for name, weight in heads.items()]

@@ -205,7 +205,8 @@ class VideoCLIP(nn.Module):
         return param.dtype if param is not None else self.clip.logit_scale.dtype
 
     def zero_shot_logits(self, video: torch.Tensor, classnames: Sequence[str] | None = None) -> torch.Tensor:
-        """``100·cos(video, class prompt)`` over `classnames` (paper eq. 11), ``(B, C)``.
+        """``s·cos(video, class prompt)`` over `classnames` (paper eq. 11), ``(B, C)``, with ``s``
+        CLIP's own logit scale (`logit_scale`: 100 for OpenAI's weights).
 
         Example:
             >>> logits = model.zero_shot_logits(video, ["ride a horse", "surf"])
