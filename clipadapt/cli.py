@@ -28,30 +28,61 @@ def _registry(kind: str):
     raise typer.BadParameter(f"cannot list {kind!r}; choose one of {', '.join(LISTABLE)}")
 
 
+def _one_line(error: BaseException) -> str:
+    """The message of `error` on one line: a DataLoader worker's re-raised error loses its
+    "Caught ... in DataLoader worker" banner and the worker's traceback."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if "Original Traceback" in text:  # torch.utils.data re-raises worker errors with the traceback in the message
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].rsplit(".", 1)[-1] == type(error).__name__ else last
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " ".join(lines) if lines else type(error).__name__
+
+
+def _resume_command() -> str:
+    import shlex
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith("resume=") and a != "--retrain"]
+    return "clipadapt " + shlex.join([*args, "resume=auto"])
+
+
 def _user_errors(command):
-    """Report a user's mistake (a missing file, a bad value, an unreadable video, a diverged run)
-    as one line and exit 1; ``CLIPADAPT_DEBUG=1`` shows the traceback instead."""
+    """Report a failure (a missing file, a bad value, an unreadable video, a diverged run, a full
+    disk, a corrupt checkpoint) as one line naming the culprit and exit 1; ``CLIPADAPT_DEBUG=1``
+    shows the traceback instead. Ctrl-C during training saves and prints the resume command (exit 130)."""
     import functools
     import os
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from clipadapt.config import RecipeError
-        from clipadapt.data.datasets import BadSampleError, TooManyBadSamples
-        from clipadapt.data.video import VideoError
-        from clipadapt.engine.train import NonFiniteLossError
+        from clipadapt.engine.train import TrainingInterrupted
 
+        debug = os.environ.get("CLIPADAPT_DEBUG") == "1"
         try:
             return command(*args, **kwargs)
         except RecipeError as error:
             _print_recipe_error(error)
             raise typer.Exit(code=1)
-        except (FileNotFoundError, ValueError, KeyError, TypeError, VideoError, BadSampleError,
-                TooManyBadSamples, NonFiniteLossError) as error:
-            if os.environ.get("CLIPADAPT_DEBUG") == "1":
+        except TrainingInterrupted as stop:
+            console.print(f"[bold yellow]interrupted[/]: saved {stop.path} at step {stop.step}; resume with: "
+                          f"{_resume_command()}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=130)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError:
+            if debug:
                 raise
-            message = error.args[0] if isinstance(error, KeyError) and error.args else error
-            console.print(f"[bold red]error[/]: {message}", highlight=False, soft_wrap=True)
+            console.print("[bold red]error[/]: out of memory (MemoryError); lower data.batch_size or data.frames, or "
+                          "check the sizes the recipe or file asks for", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1)
+        except Exception as error:  # noqa: BLE001  (every failure is one line; CLIPADAPT_DEBUG=1 for the traceback)
+            if debug:
+                raise
+            known = isinstance(error, (OSError, ValueError, KeyError, TypeError, RuntimeError))
+            prefix = "" if known and type(error).__module__.startswith(("clipadapt", "builtins")) else f"{type(error).__name__}: "
+            console.print(f"[bold red]error[/]: {prefix}{_one_line(error)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1)
 
     return wrapper
@@ -159,14 +190,19 @@ def _print_recipe_error(error) -> None:
 def run(
     recipe: str = typer.Argument(..., help="a recipe file or a built-in recipe name (clipadapt ls recipes)"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. optim.lr=3e-4 data.frames=16"),
+    retrain: bool = typer.Option(False, "--retrain", help="train again a run that already finished in output_dir"),
+    allow_recipe_change: bool = typer.Option(False, "--allow-recipe-change",
+                                             help="resume even though the recipe differs from the checkpoint's"),
 ) -> None:
     """Train a recipe, then evaluate it (each variant of its `compare` section side by side).
 
+    A finished run is reported, not retrained (`--retrain` to train again). A resumed run refuses a
+    recipe that changes the model or the optimisation (`--allow-recipe-change` to proceed).
     Multi-GPU: `torchrun --nproc-per-node 8 -m clipadapt.cli run RECIPE ...`.
     """
     from clipadapt.engine.run import run as run_recipe
 
-    run_recipe(recipe, overrides or [], console=console)
+    run_recipe(recipe, overrides or [], console=console, retrain=retrain, allow_recipe_change=allow_recipe_change)
 
 
 def _load(recipe: str, overrides: list[str] | None):

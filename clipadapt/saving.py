@@ -11,9 +11,12 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from clipadapt.digest import payload_sha256
 from clipadapt.inject import backbone_fingerprint, inject, injections, is_adapter_param
 
 FORMAT = "clipadapt.adapters/1"
+MAX_HEADER_BYTES = 1 << 24  # the safetensors header of an adapter file is a few KB
+MAX_ADAPTER_INT = 1 << 16  # widths, ranks, layer counts an injection spec may ask for
 
 
 class BackboneMismatchError(ValueError):
@@ -56,6 +59,7 @@ def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
         if key not in seen:
             seen.add(key)
             unique[name] = tensor
+    metadata["sha256"] = payload_sha256(unique)
     tmp = path.with_name(path.name + ".tmp")
     save_file(unique, str(tmp), metadata=metadata)
     with open(tmp, "rb") as handle:
@@ -69,11 +73,63 @@ def read_metadata(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"adapter file {str(path)!r} does not exist")
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
+    meta = _bounded_metadata(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a clipadapt adapter file (metadata format {meta.get('format')!r}, expected {FORMAT!r})")
-    return {"injections": json.loads(meta["injections"]), "backbone": json.loads(meta["backbone"])}
+    try:
+        spec = {"injections": json.loads(meta["injections"]), "backbone": json.loads(meta["backbone"]), "sha256": meta.get("sha256")}
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"{path}: the adapter metadata is incomplete or not JSON ({error})") from None
+    _check_spec_sizes(spec["injections"], path)
+    return spec
+
+
+def _bounded_metadata(path: Path) -> dict:
+    """The safetensors metadata of `path`, refusing a header larger than MAX_HEADER_BYTES or a
+    file that is not safetensors, naming the file."""
+    import struct
+
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{path} is not a safetensors adapter file (only {len(head)} bytes)")
+    (size,) = struct.unpack("<Q", head)
+    if size > MAX_HEADER_BYTES or size > path.stat().st_size - 8:
+        raise ValueError(f"{path} is not a readable safetensors adapter file (header of {size} bytes; the file has "
+                         f"{path.stat().st_size}, accepted at most {MAX_HEADER_BYTES})")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except Exception as error:  # noqa: BLE001  (safetensors raises its own SafetensorError without the file name)
+        raise ValueError(f"{path} is not a readable safetensors adapter file ({str(error).strip().splitlines()[0]})") from None
+
+
+def _check_spec_sizes(specs, path: Path) -> None:
+    """Refuse injection specs asking for absurd sizes before anything is allocated."""
+    if not isinstance(specs, list):
+        raise ValueError(f"{path}: the injection spec is not a list")
+    for spec in specs:
+        kwargs = spec.get("kwargs") if isinstance(spec, dict) else None
+        for key, value in (kwargs or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_ADAPTER_INT:
+                raise ValueError(f"{path}: adapter {spec.get('name')!r} asks for {key}={value}; accepted: at most {MAX_ADAPTER_INT}")
+        layers = spec.get("layers") if isinstance(spec, dict) else None
+        if isinstance(layers, list) and len(layers) > MAX_ADAPTER_INT:
+            raise ValueError(f"{path}: adapter {spec.get('name')!r} lists {len(layers)} layers; accepted: at most {MAX_ADAPTER_INT}")
+
+
+def _verified_tensors(path: Path, stored: str | None) -> dict[str, torch.Tensor]:
+    """The tensors of `path`, checked against the sha256 in its metadata."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"{path} is not a readable safetensors adapter file ({str(error).strip().splitlines()[0]})") from None
+    actual = payload_sha256(tensors)
+    if stored != actual:
+        what = "records none (written before files carried one)" if stored is None else f"records {stored[:16]}..."
+        raise ValueError(f"{path} is corrupt or unverifiable: the sha256 of its tensors is {actual[:16]}..., the file {what}; "
+                         "save the adapters again")
+    return tensors
 
 
 def load_adapters(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
@@ -97,7 +153,7 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, strict: bool = T
         for spec in meta["injections"]:
             inject(model, spec["name"], tower=spec["tower"], layers=spec["layers"], site=_site_arg(spec["sites"]), **spec["kwargs"])
 
-    tensors = load_file(str(path))
+    tensors = _verified_tensors(Path(path), meta["sha256"])
     state = model.state_dict()
     unknown = sorted(set(tensors) - set(state))
     if unknown:

@@ -135,11 +135,11 @@ def make_recipe(output_dir, **sections):
     return from_dict(data, name="tiny")
 
 
-def make_trainer(recipe, *, dropout=0.2, poison_epoch=None, distributed=False, trainer_class=Trainer):
+def make_trainer(recipe, *, dropout=0.2, poison_epoch=None, distributed=False, trainer_class=Trainer, model=None):
     from clipadapt.engine import per_rank_batch_size
 
     torch.manual_seed(0)
-    model = TinyVideoModel(dropout)
+    model = model or TinyVideoModel(dropout)
     batch = per_rank_batch_size(recipe.data.batch_size, recipe.data.accumulate)
     train = build_loader(TinyVideos(poison_epoch=poison_epoch), batch, shuffle=True, seed=recipe.seed, distributed=distributed)
     val = build_loader(TinyVideos(size=9, views=2), 4, shuffle=False, distributed=distributed)
@@ -359,6 +359,8 @@ def _main(args: dict) -> None:
     torch.set_num_threads(1)
     distributed = init_distributed()
     kill_at_step = args.pop("kill_at_step", None)
+    interrupt_at_step = args.pop("interrupt_at_step", None)  # a real SIGINT while that step runs
+    hang_rank, hang_at_step = args.pop("hang_rank", None), args.pop("hang_at_step", None)
     dropout = args.pop("dropout", 0.2)
     recipe = make_recipe(args.pop("output_dir"), **args)
 
@@ -368,6 +370,15 @@ def _main(args: dict) -> None:
             if kill_at_step is not None and self.step == kill_at_step:
                 os.kill(os.getpid(), signal.SIGKILL)
             return path
+
+        def _train_batch(self, batch, index):
+            if self.step == interrupt_at_step:
+                os.kill(os.getpid(), signal.SIGINT)
+            if self.step == hang_at_step and self.rank == hang_rank:
+                import time
+
+                time.sleep(600)
+            return super()._train_batch(batch, index)
 
     make_trainer(recipe, dropout=dropout, distributed=distributed, trainer_class=KilledTrainer).fit()
     cleanup()

@@ -21,6 +21,7 @@ import torch.distributed as dist
 __all__ = [
     "init_distributed", "is_distributed", "rank", "local_rank", "world_size", "is_main", "device",
     "barrier", "all_reduce_mean", "all_reduce_sum", "all_gather_with_grad", "all_gather_object", "cleanup",
+    "CollectiveTimeoutError", "timeout_seconds", "explain_timeout",
 ]
 
 
@@ -33,7 +34,8 @@ def init_distributed(backend: str | None = None) -> bool:
     """Join the process group described by torchrun's env vars; False (and nothing done) without them.
 
     The backend is ``nccl`` when CUDA is available and ``gloo`` otherwise; each process uses the GPU
-    ``LOCAL_RANK``.
+    ``LOCAL_RANK``. Collectives time out after :func:`timeout_seconds` (``CLIPADAPT_DIST_TIMEOUT``,
+    default 300 s); :func:`explain_timeout` then names the ranks that hung.
 
     Example:
         >>> init_distributed()
@@ -43,10 +45,15 @@ def init_distributed(backend: str | None = None) -> bool:
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
+    from datetime import timedelta
+
+    global _MONITOR
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend=backend)
+    timeout = timedelta(seconds=timeout_seconds())
+    dist.init_process_group(backend=backend, timeout=timeout)
+    _MONITOR = dist.new_group(backend="gloo", timeout=timeout)
     return True
 
 
@@ -135,5 +142,65 @@ def all_gather_object(obj) -> list:
 
 def cleanup() -> None:
     """Leave the process group (no-op alone)."""
+    global _MONITOR
     if is_distributed():
+        _MONITOR = None
         dist.destroy_process_group()
+
+
+class CollectiveTimeoutError(RuntimeError):
+    """A collective operation waited longer than the process-group timeout; names the ranks that hung."""
+
+
+def timeout_seconds() -> float:
+    """The process-group timeout: ``CLIPADAPT_DIST_TIMEOUT`` seconds, 300 by default (PyTorch's is 30 minutes).
+
+    Example:
+        >>> timeout_seconds() > 0
+        True
+    """
+    text = os.environ.get("CLIPADAPT_DIST_TIMEOUT", "300")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"CLIPADAPT_DIST_TIMEOUT={text!r}: expected a positive number of seconds")
+    return value
+
+
+_MONITOR = None  # a gloo group for finding the ranks that hang
+
+
+def _is_timeout(error: BaseException) -> bool:
+    text = str(error).lower()
+    return "timed out" in text or "timeout" in text or type(error).__name__ in ("DistBackendError", "DistStoreError")
+
+
+def explain_timeout(error: BaseException) -> BaseException:
+    """For a collective that timed out, a :class:`CollectiveTimeoutError` naming the ranks that do
+    not respond (found with a short ``monitored_barrier``); any other error unchanged.
+
+    Example:
+        >>> explain_timeout(ValueError("x"))
+        ValueError('x')
+    """
+    if not is_distributed() or not _is_timeout(error):
+        return error
+    from datetime import timedelta
+
+    limit = timeout_seconds()
+    hung = "unknown"
+    if _MONITOR is not None:
+        try:
+            dist.monitored_barrier(group=_MONITOR, timeout=timedelta(seconds=min(limit, 10.0)), wait_all_ranks=True)
+            hung = "none now (the wait ended)"
+        except RuntimeError as barrier_error:
+            import re
+
+            found = re.search(r"[Rr]anks? ([\d, ]+) failed", str(barrier_error))
+            hung = found.group(1).strip() if found else "unknown"
+    return CollectiveTimeoutError(
+        f"rank {rank()}: a collective waited more than {limit:g} s (CLIPADAPT_DIST_TIMEOUT); rank(s) that did not "
+        f"respond: {hung}; check that rank's log (a stuck data loader, a dead GPU) or raise the timeout"
+    )

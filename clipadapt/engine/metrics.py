@@ -18,7 +18,39 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MetricLogger", "topk_correct", "accuracy"]
+__all__ = ["MetricLogger", "read_records", "topk_correct", "accuracy"]
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The records of a ``metrics.jsonl``. A torn last line (a crash or a full disk mid-append) is
+    dropped with a warning naming the file; a bad line before the last is an error naming it.
+
+    Example:
+        >>> read_records("/tmp/clipadapt-doc-run/metrics.jsonl")[0]["kind"]  # doctest: +SKIP
+        'train'
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise OSError(error.errno, f"cannot read {path}: {error.strerror or error}") from None
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    records = []
+    for position, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:
+            if position == len(numbered) - 1:
+                import warnings
+
+                warnings.warn(f"{path}: dropped the torn last line {number} ({error})", stacklevel=2)
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record ({error}); "
+                             "repair or remove that line to resume") from None
+        records.append(record)
+    return records
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, torch.Tensor]:
@@ -75,8 +107,7 @@ class MetricLogger:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.path.is_file():
-            with open(self.path, encoding="utf-8") as file:
-                self.records = [json.loads(line) for line in file if line.strip()]
+            self.records = read_records(self.path)
             if resume_step is not None:
                 self.records = [r for r in self.records if r.get("step", 0) <= resume_step]
             else:

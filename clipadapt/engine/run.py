@@ -15,7 +15,7 @@ from rich.table import Table
 
 from clipadapt.config import Recipe, load_recipe, require_data
 from clipadapt.engine import distributed
-from clipadapt.engine.checkpoint import seed_everything
+from clipadapt.engine.checkpoint import CheckpointMismatchError, checkpoint_dir, output_dir_lock, recipe_diff, seed_everything
 from clipadapt.engine.evaluate import evaluate
 from clipadapt.engine.train import Trainer, per_rank_batch_size
 
@@ -41,20 +41,85 @@ def headline(metrics: dict) -> dict:
     return {"top1": metrics[f"{name}/top1"] / 100.0, "top5": metrics[f"{name}/top5"] / 100.0, "head": name}
 
 
-def train_and_evaluate(recipe: Recipe, console: Console | None = None) -> dict:
-    """Train `recipe` and evaluate it on its test split; returns and writes ``results.json``."""
-    from clipadapt.data.recipe import build_dataset
-    from clipadapt.models import build_from_recipe
+def finished_results(recipe: Recipe, *, allow_recipe_change: bool = False) -> dict | None:
+    """The ``results.json`` of a run of `recipe` that already finished in its ``output_dir``, or None.
 
+    A finished run trained with a recipe that differs in what shapes the model or the optimisation
+    state is refused (it is not this recipe's result) unless `allow_recipe_change`.
+
+    Example:
+        >>> finished_results(load_recipe("quickstart", ["output_dir=/tmp/none"])) is None  # doctest: +SKIP
+        True
+    """
+    import yaml
+
+    folder = Path(recipe.output_dir)
+    path = folder / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not readable JSON ({error}); delete it or pass --retrain") from None
+    stored = folder / "recipe.yaml"
+    previous = yaml.safe_load(stored.read_text()) or {} if stored.is_file() else {}
+    if (previous.get("schedule") or {}).get("epochs", recipe.schedule.epochs) != recipe.schedule.epochs:
+        return None  # more (or fewer) epochs asked for: not finished for this recipe
+    if previous and not allow_recipe_change:
+        changes = recipe_diff(previous, recipe.to_dict())
+        if changes:
+            raise CheckpointMismatchError(
+                f"{folder} holds a finished run of another recipe: {'; '.join(changes)} (use another output_dir, "
+                "or pass --retrain to train this recipe there)")
+    return results
+
+
+def _clear_finished(folder: Path) -> None:
+    """Remove what a finished run left that a retrained one must not inherit."""
+    for name in ("results.json", "summary.json"):
+        (folder / name).unlink(missing_ok=True)
+    for name in ("last.pt", "best.pt"):
+        (checkpoint_dir(folder) / name).unlink(missing_ok=True)
+
+
+def train_and_evaluate(recipe: Recipe, console: Console | None = None, *, retrain: bool = False,
+                       allow_recipe_change: bool = False) -> dict:
+    """Train `recipe` and evaluate it on its test split; returns and writes ``results.json``.
+
+    A run already finished in ``output_dir`` is not trained again: its results are printed and
+    returned, unless `retrain` (then its checkpoints and results are replaced). The output folder
+    is locked for the run.
+    """
     console = console or Console()
     require_data(recipe)
     distributed_run = distributed.init_distributed()
+    with output_dir_lock(recipe.output_dir):
+        if not retrain:
+            done = finished_results(recipe, allow_recipe_change=allow_recipe_change)
+            if done is not None:
+                if distributed.is_main():
+                    top1 = "-" if done.get("top1") is None else f"{100 * done['top1']:.2f}%"
+                    console.print(f"{recipe.output_dir} is a finished run (results.json): top-1 {top1} after "
+                                  f"{done.get('steps')} steps; pass --retrain to train it again", highlight=False)
+                return done
+        elif distributed.is_main():
+            _clear_finished(Path(recipe.output_dir))
+        distributed.barrier()
+        if retrain:
+            recipe.resume = None
+        return _train_and_evaluate(recipe, console, distributed_run, allow_recipe_change)
+
+
+def _train_and_evaluate(recipe: Recipe, console: Console, distributed_run: bool, allow_recipe_change: bool) -> dict:
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.models import build_from_recipe
+
     seed_everything(recipe.seed)
     train_set = build_dataset(recipe, "train")
     eval_set = build_dataset(recipe, "val")
     model = build_from_recipe(recipe, train_set.classnames)
     train_loader, eval_loader = _loaders(recipe, train_set, eval_set, distributed_run)
-    trainer = Trainer(model, recipe, train_loader, eval_loader, console=console)
+    trainer = Trainer(model, recipe, train_loader, eval_loader, console=console, allow_recipe_change=allow_recipe_change)
     summary = trainer.fit()
     metrics = summary.get("eval") or {}
     if recipe.data.test_list or recipe.data.dataset in ("ucf101", "hmdb51", "synthetic"):
@@ -71,8 +136,12 @@ def train_and_evaluate(recipe: Recipe, console: Console | None = None) -> dict:
     return results
 
 
-def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console: Console | None = None) -> dict:
+def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console: Console | None = None, *,
+        retrain: bool = False, allow_recipe_change: bool = False) -> dict:
     """``clipadapt run``: train and evaluate a recipe, or each of its ``compare`` variants.
+
+    A finished run (``results.json`` in its folder) is reported, not retrained, unless `retrain`;
+    `allow_recipe_change` lets a resumed run take a recipe that differs from its checkpoint's.
 
     Example:
         >>> run("quickstart")                        # doctest: +SKIP
@@ -81,7 +150,7 @@ def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console:
     console = console or Console()
     recipe = load_recipe(name_or_path, list(overrides))
     if not recipe.compare:
-        return train_and_evaluate(recipe, console)
+        return train_and_evaluate(recipe, console, retrain=retrain, allow_recipe_change=allow_recipe_change)
     base_dir = Path(recipe.output_dir)
     shared = []
     if recipe.data.dataset == "synthetic" and not recipe.data.root:  # generate the data once for all variants
@@ -93,7 +162,7 @@ def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console:
         console.rule(f"{variant}")
         variant_recipe = load_recipe(name_or_path, [*overrides, *shared, *variant_overrides, f"output_dir={base_dir / variant}"])
         variant_recipe.compare = {}
-        result = train_and_evaluate(variant_recipe, console)
+        result = train_and_evaluate(variant_recipe, console, retrain=retrain, allow_recipe_change=allow_recipe_change)
         summary[variant] = {"top1": result.get("top1"), "top5": result.get("top5")}
     if distributed.is_main():
         base_dir.mkdir(parents=True, exist_ok=True)

@@ -10,15 +10,18 @@ import torch
 import torch.nn as nn
 
 from clipadapt.config import Recipe
-from clipadapt.engine.checkpoint import load_checkpoint
+from clipadapt.engine.checkpoint import CheckpointMismatchError, load_checkpoint, load_frozen, recipe_diff, seed_everything
 from clipadapt.engine.evaluate import evaluate
 
 
 def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None):
     """The `VideoCLIP` saved in a training checkpoint (``checkpoints/best.pt`` or ``last.pt``).
 
-    The model is rebuilt from the recipe stored in the checkpoint, with the class names it was
-    trained on, and its trainable weights are loaded.
+    The model is rebuilt from the recipe stored in the checkpoint (seeded as training was), with
+    the class names it was trained on; a random ``weights: null`` backbone gets the frozen tensors
+    the checkpoint stored, and every frozen tensor is checked against the checkpoint's digests
+    (:class:`~clipadapt.engine.checkpoint.CheckpointMismatchError` says what differs), then the
+    trainable weights are loaded.
 
     Example:
         >>> model = load_trained("runs/m2clip_k400/checkpoints/best.pt")   # doctest: +SKIP
@@ -27,9 +30,30 @@ def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None
 
     state = load_checkpoint(checkpoint)
     names = classnames or state.get("extra", {}).get("classnames") or None
+    seed_everything(int(state["identity"].get("seed") or 0))
     model = build_from_recipe(state["recipe"], names)
-    model.load_trainable_state_dict(state["model"])
+    load_frozen(state, model, checkpoint)
+    try:
+        model.load_trainable_state_dict(state["model"])
+    except (RuntimeError, KeyError) as error:
+        first = (error.args[0] if error.args else str(error)).strip().splitlines()[0]
+        raise CheckpointMismatchError(f"{checkpoint}: its trainable tensors do not fit the model its recipe builds ({first})") from None
     return model.eval()
+
+
+def check_model_matches(recipe: Recipe, checkpoint: str | Path) -> None:
+    """Refuse to evaluate `checkpoint` with a recipe whose model sections (model, adapters, video,
+    heads) differ from those it was trained with, printing the differences.
+
+    Example:
+        >>> check_model_matches(load_recipe("quickstart"), "runs/quickstart/m2clip/checkpoints/best.pt")  # doctest: +SKIP
+    """
+    stored = load_checkpoint(checkpoint)["recipe"]
+    changes = recipe_diff(stored, recipe.to_dict(), keys=("model", "adapters", "video", "heads"),
+                          free=("model.grad_checkpointing",))
+    if changes:
+        raise CheckpointMismatchError(f"{checkpoint} was trained with another model than recipe {recipe.name!r} describes: "
+                                      f"{'; '.join(changes)} (give the recipe it was trained with, or matching overrides)")
 
 
 class ZeroShot(nn.Module):
@@ -51,9 +75,13 @@ def _loader(recipe: Recipe, dataset):
 
 
 def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path, split: str = "test") -> dict:
-    """Top-1/top-5 per head and fused of a checkpoint on the recipe's `split`, with its views."""
+    """Top-1/top-5 per head and fused of a checkpoint on the recipe's `split`, with its views.
+
+    The recipe's model sections must be those the checkpoint was trained with (:func:`check_model_matches`).
+    """
     from clipadapt.data.recipe import build_dataset
 
+    check_model_matches(recipe, checkpoint)
     dataset = build_dataset(recipe, split)
     model = load_trained(checkpoint)
     if model.classnames and dataset.classnames and len(model.classnames) != len(dataset.classnames):

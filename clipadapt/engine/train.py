@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -26,10 +28,15 @@ from torch.utils.data import DataLoader, Sampler
 
 from . import distributed
 from .checkpoint import (
+    NonFiniteStateError,
+    check_finite_model,
     checkpoint_dir,
     find_resume,
     get_rng_state,
     load_checkpoint,
+    model_record,
+    output_dir_lock,
+    remove_orphan_tmp_files,
     restore_training_state,
     save_checkpoint,
     seed_everything,
@@ -41,11 +48,19 @@ from .optim import build_optimizer
 from .precision import autocast, grad_scaler
 from .schedule import build_scheduler
 
-__all__ = ["Trainer", "NonFiniteLossError", "per_rank_batch_size"]
+__all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "per_rank_batch_size"]
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped and the last good checkpoint stays."""
+    """The loss or the weights became NaN or infinite; the run stopped and the last finite checkpoint stays."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training at a step boundary after saving ``path`` (``step`` optimiser steps)."""
+
+    def __init__(self, path, step: int):
+        super().__init__(f"interrupted: saved {path} at step {step}")
+        self.path, self.step = path, step
 
 
 def per_rank_batch_size(batch_size: int, accumulate: int = 1, world_size: int | None = None) -> int:
@@ -139,7 +154,8 @@ class Trainer:
     """
 
     def __init__(self, model, recipe, train_loader, val_loader=None, *, device: torch.device | None = None,
-                 progress: bool = True, log_every: int = 10, find_unused_parameters: bool = False, console=None):
+                 progress: bool = True, log_every: int = 10, find_unused_parameters: bool = False, console=None,
+                 allow_recipe_change: bool = False):
         self.recipe, self.train_loader, self.val_loader = recipe, train_loader, val_loader
         self.device = device or distributed.device()
         self.model = model.to(self.device)
@@ -169,6 +185,9 @@ class Trainer:
         self.best_metric: str | None = None
         self.running = self._fresh_running()
         self.logger: MetricLogger | None = None
+        self.allow_recipe_change = allow_recipe_change
+        self._record: dict | None = None  # what identifies the model (frozen tensors do not change)
+        self._stop_requested = False
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -180,14 +199,25 @@ class Trainer:
         return self.recipe.to_dict() if hasattr(self.recipe, "to_dict") else dict(self.recipe)
 
     def save(self, name: str) -> Path | None:
-        """Write ``checkpoints/<name>.pt`` (rank 0; every rank contributes its RNG state)."""
+        """Write ``checkpoints/<name>.pt`` (rank 0; every rank contributes its RNG state).
+
+        A state holding NaN or inf is never written: :class:`NonFiniteLossError` names the last
+        finite checkpoint instead (every rank raises, their weights being the same)."""
+        try:
+            check_finite_model(self.model, self.optimizer)
+        except NonFiniteStateError as error:
+            raise NonFiniteLossError(f"the weights became non-finite by step {self.step}, epoch {self.epoch + 1}: {error}; "
+                                     f"stopped without writing {name}.pt, last finite checkpoint: "
+                                     f"{find_resume(self.output_dir) or 'none'}") from None
         rng = distributed.all_gather_object(get_rng_state())
         if not self.is_main:
             return None
+        if self._record is None:
+            self._record = model_record(self.model, self._recipe_dict())
         return save_checkpoint(
             checkpoint_dir(self.output_dir) / f"{name}.pt", model=self.model, optimizer=self.optimizer,
             scheduler=self.scheduler, scaler=self.scaler, epoch=self.epoch, batch=self.batch, step=self.step,
-            best=self.best, recipe=self._recipe_dict(), rng=rng,
+            best=self.best, recipe=self._recipe_dict(), rng=rng, record=self._record,
             extra={"running": self.running, "best_metric": self.best_metric,
                    "classnames": list(getattr(self.model, "classnames", None) or [])},
         )
@@ -203,7 +233,8 @@ class Trainer:
         """Continue from checkpoint `path` (weights, optimiser, schedule, scaler, RNG, position)."""
         state = load_checkpoint(path)
         restore_training_state(state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                               scaler=self.scaler, recipe=self._recipe_dict(), path=path, rank=self.rank)
+                               scaler=self.scaler, recipe=self._recipe_dict(), path=path, rank=self.rank,
+                               allow_recipe_change=self.allow_recipe_change)
         self.epoch, self.batch, self.step, self.best = state["epoch"], state["batch"], state["step"], state["best"]
         self.running = state["extra"].get("running", self._fresh_running())
         self.best_metric = state["extra"].get("best_metric")
@@ -213,7 +244,40 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``schedule.epochs`` (resuming as ``recipe.resume`` says) and return a summary:
         ``{"step", "epochs", "best", "best_metric", "eval": last metrics, "history": epoch records}``.
+
+        The output folder is locked for the run (:func:`~clipadapt.engine.checkpoint.output_dir_lock`);
+        temporary files a killed run left there are removed first. Ctrl-C stops at the next
+        optimiser step, saves ``last.pt`` and raises :class:`TrainingInterrupted`.
         """
+        with output_dir_lock(self.output_dir), self._graceful_interrupt():
+            if self.is_main:
+                remove_orphan_tmp_files(checkpoint_dir(self.output_dir))
+            return self._fit()
+
+    @contextlib.contextmanager
+    def _graceful_interrupt(self):
+        """First Ctrl-C: finish the step, save, stop. Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self._print("Ctrl-C: saving a checkpoint after this step (press again to quit without saving)")
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop_now(self) -> bool:
+        flag = torch.tensor(float(self._stop_requested))
+        return bool(distributed.all_reduce_sum(flag) > 0) if distributed.is_distributed() else self._stop_requested
+
+    def _fit(self) -> dict:
         if self.device.type == "cpu":
             retain_freed_memory()
         path = self.resume_path()
@@ -228,6 +292,9 @@ class Trainer:
             if path is not None:
                 self._print(f"resumed from {path} at epoch {self.epoch + 1}, batch {self.batch}, step {self.step}")
         last_eval: dict = {}
+        if path is not None and self.epoch >= self.recipe.schedule.epochs:  # resumed a finished run
+            last_eval = next(({k: v for k, v in r.items() if k not in ("kind", "step", "epoch", "time")}
+                              for r in reversed(self.logger.records) if r["kind"] == "eval"), {})
         try:
             for epoch in range(self.epoch, self.recipe.schedule.epochs):
                 self.train_epoch(epoch)
@@ -255,7 +322,10 @@ class Trainer:
         try:
             for index in range(skip, self.num_batches):
                 batch = next(batches)
-                losses = self._train_batch(batch, index)
+                try:
+                    losses = self._train_batch(batch, index)
+                except RuntimeError as error:
+                    raise distributed.explain_timeout(error) from None
                 samples += len(batch["label"])
                 self.running["bad_samples"] += int(torch.as_tensor(batch.get("bad", 0)).sum())
                 self.running["loss_sum"] += losses["loss"]
@@ -272,6 +342,8 @@ class Trainer:
                 self.batch = index + 1
                 if self.step % self.log_every == 0:
                     self.logger.log("train", {**losses, "lr": self.optimizer.param_groups[0]["lr"]}, step=self.step, epoch=epoch)
+                if self._stop_now():
+                    raise TrainingInterrupted(self.save("last"), self.step)
                 if every and self.step % every == 0 and self.batch < self.num_batches:
                     self.save("last")
         finally:
@@ -323,7 +395,7 @@ class Trainer:
             last = find_resume(self.output_dir)
             raise NonFiniteLossError(
                 f"non-finite loss ({values[0].item()}) at step {self.step}, epoch {self.epoch + 1}, batch {index} "
-                f"from head(s) {', '.join(bad)}; stopped, last good checkpoint: {last or 'none'}"
+                f"from head(s) {', '.join(bad)}; stopped, last finite checkpoint: {last or 'none'}"
             )
         return {"loss": values[0].item(), **{h: v for h, v in zip(heads, values[1:].tolist())}}
 

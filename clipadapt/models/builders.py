@@ -81,13 +81,18 @@ def _load_weights(clip: nn.Module, path: str) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model.weights {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+    except Exception as error:  # noqa: BLE001  (pickle, zip and safetensors errors do not name the file)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"model.weights {str(path)!r} is not a weights file that loads with weights_only=True or "
+                         f"safetensors ({first[:120]})") from None
     clip.load_state_dict(state)
 
 
