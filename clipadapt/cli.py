@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -47,6 +48,67 @@ def _resume_command() -> str:
     return "clipadapt " + shlex.join([*args, "resume=auto"])
 
 
+# what FFmpeg (inside decord and PyAV) and decord's own logger print on a file they cannot read
+NATIVE_NOISE = (r"^\[[\w,]+ @ (0x)?[0-9a-f]+\]", r"^\[\d\d:\d\d:\d\d\] \S*(video_reader|ffmpeg|decord)\S*:\d+: ")
+
+
+@contextlib.contextmanager
+def _quiet_native_decoders():
+    """Drop FFmpeg and decord lines written to file descriptor 2 by native code (and by DataLoader
+    workers, which inherit it) during the block; every other line passes through. Python's own
+    ``sys.stderr`` keeps writing to the terminal directly.
+
+    Example:
+        >>> with _quiet_native_decoders():
+        ...     pass
+    """
+    import os
+    import re
+    import sys
+    import threading
+
+    try:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError):  # no file descriptor 2 to redirect (embedded interpreters)
+        yield
+        return
+    noise = re.compile("|".join(NATIVE_NOISE))
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not noise.search(line.decode(errors="replace")):
+                    try:
+                        os.write(original, line)
+                    except OSError:
+                        return
+
+    forwarder = threading.Thread(target=forward, daemon=True)
+    forwarder.start()
+    python_stderr = sys.stderr
+    try:
+        on_fd2 = python_stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a captured stream (tests): leave it alone
+        on_fd2 = False
+    if on_fd2:
+        sys.stderr = open(os.dup(original), "w", buffering=1, errors="backslashreplace")
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's write end in this process (workers may hold it longer)
+        forwarder.join(timeout=2)
+        if on_fd2:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+        if not forwarder.is_alive():  # else it still writes there: keep the descriptor
+            os.close(original)
+
+
 def _user_errors(command):
     """Report a failure (a missing file, a bad value, an unreadable video, a diverged run, a full
     disk, a corrupt checkpoint) as one line naming the culprit and exit 1; ``CLIPADAPT_DEBUG=1``
@@ -61,7 +123,8 @@ def _user_errors(command):
 
         debug = os.environ.get("CLIPADAPT_DEBUG") == "1"
         try:
-            return command(*args, **kwargs)
+            with contextlib.nullcontext() if debug else _quiet_native_decoders():
+                return command(*args, **kwargs)
         except RecipeError as error:
             _print_recipe_error(error)
             raise typer.Exit(code=1)

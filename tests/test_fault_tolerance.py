@@ -479,3 +479,42 @@ def test_a_hung_rank_is_named_after_the_process_group_timeout(tmp_path):
     assert hung.returncode != 0
     assert "CollectiveTimeoutError: rank 0: a collective waited more than 4 s" in hung.stderr, hung.stderr[-3000:]
     assert "rank(s) that did not respond: 1" in hung.stderr
+
+
+def test_ffmpeg_and_decord_noise_is_not_printed_around_the_one_line_error(finished_run, tmp_path):
+    pytest.importorskip("decord", reason="decord is the reader that prints FFmpeg's messages")
+    run_dir, _ = finished_run
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "clipadapt.cli", "predict", str(run_dir / "checkpoints" / "last.pt"), str(broken)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1
+    assert done.stdout.strip().splitlines() == [line for line in done.stdout.strip().splitlines() if str(broken) in line]
+    assert len(done.stdout.strip().splitlines()) == 1, done.stdout
+    assert "moov atom" not in done.stderr and "video_reader.cc" not in done.stderr, done.stderr
+
+
+def test_only_decoder_lines_are_dropped_from_native_stderr():
+    script = ("import os\nfrom clipadapt.cli import _quiet_native_decoders\nwith _quiet_native_decoders():\n"
+              "    os.write(2, b'[mov,mp4,m4a @ 0x55c0] moov atom not found\\n')\n"
+              "    os.write(2, b'[06:29:20] /src/video/video_reader.cc:83: ERROR opening: x.mp4\\n')\n"
+              "    os.write(2, b'a native warning that stays\\n')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "a native warning that stays\n"
+
+
+def test_resuming_onto_a_model_of_other_shapes_is_one_line_even_when_changes_are_allowed(tmp_path):
+    make_trainer(make_recipe(tmp_path, schedule={"epochs": 1})).fit()
+
+    class Wider(TinyVideoModel):
+        def __init__(self):
+            super().__init__()
+            self.vc = torch.nn.Linear(8, 5)
+
+    trainer = make_trainer(make_recipe(tmp_path, schedule={"epochs": 2}), model=Wider())
+    trainer.allow_recipe_change = True
+    with pytest.raises(CheckpointMismatchError, match=r"cannot resume from .*last\.pt: its trainable tensors do not fit") as raised:
+        trainer.fit()
+    assert "\n" not in str(raised.value)
