@@ -236,6 +236,15 @@ def test_resuming_with_a_changed_lr_is_refused_printing_the_diff_unless_allowed(
     assert resumed and all(r["lr"] == pytest.approx(0.1 * factor(r["step"])) for r in resumed)
 
 
+def test_a_fresh_run_never_leaves_an_earlier_runs_best_checkpoint(tmp_path):
+    make_trainer(make_recipe(tmp_path, schedule={"epochs": 1})).fit()
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    fresh = make_trainer(make_recipe(tmp_path, schedule={"epochs": 1}, resume=None))
+    fresh.val_loader = None  # this run evaluates nothing, so it has no best
+    fresh.fit()
+    assert not (tmp_path / "checkpoints" / "best.pt").exists()
+
+
 def test_resuming_with_more_epochs_or_other_workers_is_allowed(tmp_path):
     make_trainer(make_recipe(tmp_path, schedule={"epochs": 1})).fit()
     make_trainer(make_recipe(tmp_path, schedule={"epochs": 2}, data={"num_workers": 1}, eval={"every": 2})).fit()

@@ -285,6 +285,10 @@ class Trainer:
             self.resume(path)
         else:
             seed_everything(self.recipe.seed + self.rank)
+            stale = checkpoint_dir(self.output_dir) / "best.pt"
+            if self.is_main and stale.is_file():  # a fresh run's best is its own, never an earlier run's
+                stale.unlink()
+                self._print(f"removed {stale} of an earlier run in {self.output_dir} (a fresh start)")
         self.logger = MetricLogger(self.output_dir, enabled=self.is_main, resume_step=self.step if path else None)
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
