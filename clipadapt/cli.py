@@ -380,6 +380,26 @@ def flops(
                   console=console)
 
 
+@app.command()
+@_user_errors
+def prepare(
+    list_file: Path = typer.Argument(..., help="a list file (path label per line)"),
+    out_dir: Path = typer.Argument(..., help="where the frame stores and the new list file go"),
+    root: Path = typer.Option(None, help="the folder the list's paths start from"),
+    label_map: Path = typer.Option(None, help="class names, copied to OUT_DIR/labels.txt"),
+    short_side: int = typer.Option(320, help="resize frames to this short side (never enlarged); 0 keeps the size"),
+    quality: int = typer.Option(90, help="JPEG quality, 1-100"),
+    every: int = typer.Option(1, help="keep every k-th frame only"),
+    workers: int = typer.Option(None, help="processes (default: all CPUs)"),
+) -> None:
+    """Decode each video once into a frame store (one file of JPEG frames per video) and write a
+    list file naming the stores; resumable, bad videos reported and skipped."""
+    from clipadapt.data.prepare import prepare as prepare_store
+
+    prepare_store(list_file, out_dir, root=root, label_map=label_map, short_side=short_side or None,
+                  quality=quality, every=every, workers=workers, console=console)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -25,7 +25,9 @@ from .datasets import (
     read_ssv2,
     read_ucf101,
 )
+from .frame_store import FrameStoreReader, set_decode_device
 from .loader import EpochSampler, VideoLoader, build_loader
+from .prepare import PrepareSummary, prepare
 from .sampling import FrameSampler, dense_indices, segment_indices
 from .transforms import (
     CLIP_MEAN,
@@ -41,6 +43,7 @@ from .transforms import (
     ShortSideScaleJitter,
     SpatialCrops,
     eval_transform,
+    normalize_video,
     train_transform,
 )
 from .video import DecordReader, FrameFolderReader, PyAVReader, VideoError, decord_available, open_video
@@ -51,7 +54,8 @@ __all__ = [
     "FrameSampler", "dense_indices", "segment_indices",
     "Compose", "ShortSideScaleJitter", "ShortSideResize", "RandomCrop", "CenterCrop", "RandomResizedCrop",
     "HorizontalFlip", "RandAugment", "SpatialCrops", "Normalize", "CLIP_MEAN", "CLIP_STD",
-    "train_transform", "eval_transform",
+    "train_transform", "eval_transform", "normalize_video",
+    "prepare", "PrepareSummary", "FrameStoreReader", "set_decode_device",
     "VideoDataset", "Entry", "Annotations", "ListFileError", "BadSampleError", "TooManyBadSamples",
     "read_list_file", "read_label_map", "prompt_name",
     "read_kinetics400", "read_ssv2", "read_ucf101", "read_hmdb51",

@@ -1,8 +1,9 @@
 """Video classification datasets: list files, label maps, official annotation layouts, and a
 ``VideoDataset`` that survives bad videos.
 
-A sample is a dict ``{"video", "label", "index", "bad"}``: ``video`` is float (T, 3, H, W), or
-(V, T, 3, H, W) when several temporal clips or spatial crops are asked for; ``bad`` is how many
+A sample is a dict ``{"video", "label", "index", "bad"}``: ``video`` is uint8 (T, 3, H, W), or
+(V, T, 3, H, W) when several temporal clips or spatial crops are asked for (the training step
+normalises it on the device, :func:`~clipadapt.data.normalize_video`); ``bad`` is how many
 unreadable samples were skipped to produce this one, so summing it over a loader's batches
 counts the bad samples of an epoch whatever the number of workers.
 """
@@ -343,7 +344,7 @@ class VideoDataset(torch.utils.data.Dataset):
     """Clips of the videos named by a list file (or by :class:`Annotations` from a ``read_*``).
 
     Defaults need only the list file: 8 frames, dense sampling (stride so 8 frames span 128),
-    evaluation transforms (short side ``size``, centre crop, CLIP normalisation). ``train=True``
+    evaluation transforms (short side ``size``, centre crop; uint8). ``train=True``
     draws random clips; give ``transform=train_transform(...)`` for augmentation.
     ``num_clips`` temporal clips × ``num_crops`` spatial crops > 1 yield all views together as
     (V, T, 3, H, W), V = clips × crops, clip-major.

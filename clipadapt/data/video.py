@@ -274,7 +274,7 @@ def open_video(path: str | os.PathLike, backend: str = "decord"):
 
     ``backend="decord"`` (the default) uses decord and falls back to PyAV when decord is not
     installed or cannot open or decode the file; ``backend="pyav"`` uses PyAV only. A directory
-    is read as a folder of frames whatever the backend. Raises :class:`VideoError` naming the
+    is read as a folder of frames and a ``.frames`` file as a frame store, whatever the backend. Raises :class:`VideoError` naming the
     file and the reason when no backend can read it.
 
     Example:
@@ -287,6 +287,10 @@ def open_video(path: str | os.PathLike, backend: str = "decord"):
         raise ValueError(f"unknown video backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     if path.is_dir():
         return FrameFolderReader(path)
+    if path.suffix == ".frames":  # a frame store written by `clipadapt prepare`, whatever the backend
+        from .frame_store import FrameStoreReader
+
+        return FrameStoreReader(path)
     if backend == "pyav" or not decord_available():
         return PyAVReader(path)
     try:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
+from clipadapt.data.transforms import normalize_video
+
 from . import distributed
 from .metrics import topk_correct
 from .precision import autocast
 
-__all__ = ["evaluate", "view_probabilities"]
+__all__ = ["evaluate", "view_probabilities", "eval_batch_videos"]
 
 KS = (1, 5)
 
@@ -43,6 +45,32 @@ def view_probabilities(outputs: dict, num_views: int, heads: list[str] | None = 
     return fused
 
 
+def eval_batch_videos(clips_per_forward: int, num_views: int) -> int:
+    """Videos per evaluation loader batch so a forward holds about `clips_per_forward` clips
+    whatever the number of views (at least one video).
+
+    Example:
+        >>> eval_batch_videos(32, 12), eval_batch_videos(32, 1), eval_batch_videos(4, 12)
+        (3, 32, 1)
+    """
+    return max(1, -(-clips_per_forward // max(1, num_views)))
+
+
+def _forward_in_chunks(model, clips: torch.Tensor, clips_per_forward: int | None, precision: str, device) -> dict:
+    """``model(clips)`` over (N, T, 3, H, W) clips in forwards of at most `clips_per_forward`;
+    the (N, C) outputs are concatenated, other entries of the output dict are dropped."""
+    size = clips_per_forward or clips.shape[0]
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, clips.shape[0], size):
+        chunk = clips[start : start + size]
+        with autocast(precision, device):
+            out = model(chunk)
+        for name, value in out.items():
+            if torch.is_tensor(value) and value.ndim == 2 and value.shape[0] == chunk.shape[0]:
+                parts.setdefault(name, []).append(value)
+    return {name: torch.cat(values) for name, values in parts.items()}
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -52,15 +80,19 @@ def evaluate(
     heads: list[str] | None = None,
     precision: str = "fp32",
     progress=None,
+    clips_per_forward: int | None = None,
 ) -> dict[str, float]:
     """Top-1/top-5 (percent) per head and fused over `loader`, reduced across ranks.
 
     Args:
         model: in eval mode ``model(video) -> {head: logits (N, C), "fused": probs (N, C)}``.
-        loader: batches ``{"video": (B, V, T, 3, H, W) or (B, T, 3, H, W), "label": (B,), "index": (B,)}``.
+        loader: batches ``{"video": (B, V, T, 3, H, W) or (B, T, 3, H, W), "label": (B,), "index": (B,)}``;
+            a uint8 video is normalised on the device, a float one is taken as normalised.
         heads: report only these (``None``: every classifying head and ``fused``).
         precision: autocast precision (``fp32``, ``bf16``, ``fp16``).
         progress: an optional callable ``progress(num_videos_done)``.
+        clips_per_forward: run the model on at most this many clips at once (views of several
+            videos share a forward); ``None``: one forward per loader batch.
 
     Returns:
         ``{"<head>/top1": ..., "<head>/top5": ..., "num_videos": N}``; a video that the distributed
@@ -75,13 +107,12 @@ def evaluate(
     model.eval()
     indices, hits, names = [], [], None
     for batch in loader:
-        video = batch["video"].to(device, non_blocking=True)
+        video = normalize_video(batch["video"], device)  # uint8 -> float, CLIP-normalised, on the device
         if video.ndim == 5:  # one view: (B, T, 3, H, W)
             video = video.unsqueeze(1)
         labels = batch["label"].to(device)
         num_views = video.shape[1]
-        with autocast(precision, device):
-            outputs = model(rearrange(video, "b v t c h w -> (b v) t c h w"))
+        outputs = _forward_in_chunks(model, rearrange(video, "b v t c h w -> (b v) t c h w"), clips_per_forward, precision, device)
         probs = view_probabilities(outputs, num_views, heads)
         names = names or sorted(probs, key=lambda n: (n == "fused", n))
         columns = [topk_correct(probs[name], labels, KS)[k] for name in names for k in KS]

@@ -16,7 +16,7 @@ from rich.table import Table
 from clipadapt.config import Recipe, load_recipe, require_data
 from clipadapt.engine import distributed
 from clipadapt.engine.checkpoint import CheckpointMismatchError, checkpoint_dir, output_dir_lock, recipe_diff, seed_everything
-from clipadapt.engine.evaluate import evaluate
+from clipadapt.engine.evaluate import eval_batch_videos, evaluate
 from clipadapt.engine.train import Trainer, per_rank_batch_size
 
 
@@ -27,8 +27,7 @@ def _loaders(recipe: Recipe, train_set, eval_set, distributed_run: bool):
     workers = recipe.data.num_workers
     train = build_loader(train_set, batch, shuffle=True, num_workers=workers, seed=recipe.seed,
                          distributed=distributed_run, drop_last=len(train_set) >= 2 * batch)
-    views = max(1, recipe.eval.clips * recipe.eval.crops)
-    evaluation = build_loader(eval_set, max(1, batch // views), shuffle=False, num_workers=workers,
+    evaluation = build_loader(eval_set, eval_batch_videos(batch, eval_set.num_views), shuffle=False, num_workers=workers,
                               seed=recipe.seed, distributed=distributed_run)
     return train, evaluation
 
@@ -127,7 +126,7 @@ def _train_and_evaluate(recipe: Recipe, console: Console, distributed_run: bool,
         if test_set.entries != eval_set.entries:  # a separate test split
             _, test_loader = _loaders(recipe, train_set, test_set, distributed_run)
             metrics = evaluate(trainer.model, test_loader, device=trainer.device, heads=recipe.eval.heads,
-                               precision=recipe.precision)
+                               precision=recipe.precision, clips_per_forward=trainer.eval_clips_per_forward)
     results = {"recipe": recipe.name, "metrics": metrics, **headline(metrics), "steps": summary.get("step")}
     if distributed.is_main():
         path = Path(recipe.output_dir) / "results.json"

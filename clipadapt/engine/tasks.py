@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from clipadapt.config import Recipe
 from clipadapt.engine.checkpoint import CheckpointMismatchError, load_checkpoint, load_frozen, recipe_diff, seed_everything
-from clipadapt.engine.evaluate import evaluate
+from clipadapt.engine.evaluate import eval_batch_videos, evaluate
 
 
 def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None):
@@ -70,7 +70,7 @@ class ZeroShot(nn.Module):
 def _loader(recipe: Recipe, dataset):
     from clipadapt.data import build_loader
 
-    return build_loader(dataset, max(1, recipe.data.batch_size // max(1, dataset.num_views)), num_workers=recipe.data.num_workers,
+    return build_loader(dataset, eval_batch_videos(recipe.data.batch_size, dataset.num_views), num_workers=recipe.data.num_workers,
                         seed=recipe.seed)
 
 
@@ -86,7 +86,8 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path, split: str = "te
     model = load_trained(checkpoint)
     if model.classnames and dataset.classnames and len(model.classnames) != len(dataset.classnames):
         raise ValueError(f"{checkpoint} was trained on {len(model.classnames)} classes, the {split} set has {len(dataset.classnames)}")
-    return evaluate(model, _loader(recipe, dataset), heads=recipe.eval.heads, precision=recipe.precision)
+    return evaluate(model, _loader(recipe, dataset), heads=recipe.eval.heads, precision=recipe.precision,
+                    clips_per_forward=recipe.data.batch_size)
 
 
 def frozen_clip(recipe: Recipe, classnames: Sequence[str]):
@@ -121,7 +122,8 @@ def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[in
         if model is None:
             model = frozen_clip(recipe, dataset.classnames)
         model.set_classnames(dataset.classnames)
-        metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=recipe.precision)
+        metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=recipe.precision,
+                           clips_per_forward=recipe.data.batch_size)
         per_split[split] = metrics
     top1 = [m["zeroshot/top1"] for m in per_split.values()]
     return {
@@ -154,7 +156,7 @@ def predict(
     """
     from clipadapt.data import open_video
     from clipadapt.data.sampling import dense_indices, segment_indices
-    from clipadapt.data.transforms import eval_transform
+    from clipadapt.data.transforms import eval_transform, normalize_video
 
     transform = eval_transform(size)
     if classnames:
@@ -168,7 +170,7 @@ def predict(
         else:
             indices = dense_indices(len(reader), num_frames, stride, train=False)[0]
         frames = reader.get(indices.tolist()).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
-        clip = transform(frames).unsqueeze(0)
+        clip = normalize_video(transform(frames).unsqueeze(0))
         with torch.no_grad():
             if classnames:
                 probs = model.zero_shot_logits(clip).softmax(-1)[0]

@@ -41,6 +41,8 @@ from .checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from clipadapt.data.transforms import normalize_video
+
 from .evaluate import evaluate
 from .host_memory import retain_freed_memory
 from .metrics import MetricLogger
@@ -78,6 +80,34 @@ def per_rank_batch_size(batch_size: int, accumulate: int = 1, world_size: int | 
             f"use a multiple of {parts}"
         )
     return batch_size // parts
+
+
+DATA_BOUND = 0.1  # the epoch summary says "data-bound" from this fraction of the iteration spent waiting
+
+
+class _StepTiming:
+    """Seconds per iteration spent waiting for the batch (``data_time``, as mmaction2 logs it)
+    and computing the step (``step_time``: transfer, forward, backward, optimiser)."""
+
+    def __init__(self):
+        self.data = self.step = 0.0
+        self.count = 0
+        self.logged = (0.0, 0.0, 0)
+        self.last_data = self.last_step = float("nan")
+
+    def add(self, data: float, step: float) -> None:
+        self.data, self.step, self.count = self.data + data, self.step + step, self.count + 1
+        self.last_data, self.last_step = data, step
+
+    def since_last_log(self) -> dict[str, float]:
+        data, step, count = self.data - self.logged[0], self.step - self.logged[1], self.count - self.logged[2]
+        self.logged = (self.data, self.step, self.count)
+        return {"data_time": data / max(count, 1), "step_time": step / max(count, 1)}
+
+    def epoch(self) -> dict[str, float]:
+        count = max(self.count, 1)
+        return {"data_time": self.data / count, "step_time": self.step / count,
+                "data_fraction": self.data / max(self.data + self.step, 1e-12)}
 
 
 class _SkipSampler(Sampler):
@@ -166,6 +196,8 @@ class Trainer:
         if self.num_batches == 0:
             raise ValueError("the training loader yields no batch; check data.train_list and data.batch_size")
         self.steps_per_epoch = math.ceil(self.num_batches / self.accumulate)
+        # an evaluation forward holds as many clips as a training batch, whatever the views per video
+        self.eval_clips_per_forward = getattr(getattr(train_loader, "loader", None), "batch_size", None)
         self.optimizer = build_optimizer(self.model, recipe.optim)
         self.scheduler = build_scheduler(
             self.optimizer, steps_per_epoch=self.steps_per_epoch, epochs=recipe.schedule.epochs,
@@ -323,13 +355,17 @@ class Trainer:
         every = self.recipe.schedule.checkpoint_every
         bar, task = self._progress_bar(epoch, skip)
         started, samples = time.perf_counter(), 0
+        timing = _StepTiming()
         try:
             for index in range(skip, self.num_batches):
+                waited = time.perf_counter()
                 batch = next(batches)
+                computed = time.perf_counter()
                 try:
-                    losses = self._train_batch(batch, index)
+                    losses = self._train_batch(batch, index)  # ends in .item(): the device has finished
                 except RuntimeError as error:
                     raise distributed.explain_timeout(error) from None
+                timing.add(computed - waited, time.perf_counter() - computed)
                 samples += len(batch["label"])
                 self.running["bad_samples"] += int(torch.as_tensor(batch.get("bad", 0)).sum())
                 self.running["loss_sum"] += losses["loss"]
@@ -339,13 +375,15 @@ class Trainer:
                         self.running["head_sums"][head] = self.running["head_sums"].get(head, 0.0) + value
                 if bar is not None:
                     speed = (index + 1 - skip) / max(time.perf_counter() - started, 1e-9)
-                    bar.update(task, advance=1, loss=losses["loss"], lr=self.optimizer.param_groups[0]["lr"], speed=f"{speed:.2f} it/s")
+                    bar.update(task, advance=1, loss=losses["loss"], lr=self.optimizer.param_groups[0]["lr"], speed=f"{speed:.2f} it/s",
+                               data=timing.last_data, step=timing.last_step)
                 step_done = (index + 1) % self.accumulate == 0 or index + 1 == self.num_batches
                 if not step_done:
                     continue
                 self.batch = index + 1
                 if self.step % self.log_every == 0:
-                    self.logger.log("train", {**losses, "lr": self.optimizer.param_groups[0]["lr"]}, step=self.step, epoch=epoch)
+                    self.logger.log("train", {**losses, "lr": self.optimizer.param_groups[0]["lr"], **timing.since_last_log()},
+                                    step=self.step, epoch=epoch)
                 if self._stop_now():
                     raise TrainingInterrupted(self.save("last"), self.step)
                 if every and self.step % every == 0 and self.batch < self.num_batches:
@@ -359,13 +397,17 @@ class Trainer:
         record = {"loss": self.running["loss_sum"] / count, "lr": self.optimizer.param_groups[0]["lr"],
                   "bad_samples": self.running["bad_samples"],
                   **{f"loss_{h}": s / count for h, s in self.running["head_sums"].items()},
-                  "samples_per_s": samples * distributed.world_size() / max(elapsed, 1e-9)}
+                  "samples_per_s": samples * distributed.world_size() / max(elapsed, 1e-9), **timing.epoch()}
         self.logger.log("epoch", record, step=self.step, epoch=epoch)
         self._print(f"epoch {epoch + 1}/{self.recipe.schedule.epochs}: loss {record['loss']:.4f}, "
                     f"lr {record['lr']:.3g}, bad samples {record['bad_samples']}")
+        if record["data_fraction"] >= DATA_BOUND:
+            self._print(f"data-bound: {100 * record['data_fraction']:.0f}% of the step waiting for data "
+                        f"(data {record['data_time']:.3f} s, compute {record['step_time']:.3f} s per iteration); "
+                        "more data.num_workers or a frame store (clipadapt prepare) would help")
 
     def _train_batch(self, batch: dict, index: int) -> dict[str, float]:
-        video = batch["video"].to(self.device, non_blocking=True)
+        video = normalize_video(batch["video"], self.device)  # uint8 -> float, CLIP-normalised, on the device
         labels = batch["label"].to(self.device, non_blocking=True)
         group_start = index - index % self.accumulate
         group_size = min(self.accumulate, self.num_batches - group_start)
@@ -409,7 +451,7 @@ class Trainer:
         if self.val_loader is None or not due:
             return None
         metrics = evaluate(self.model, self.val_loader, device=self.device, heads=self.recipe.eval.heads,
-                           precision=self.recipe.precision)
+                           precision=self.recipe.precision, clips_per_forward=self.eval_clips_per_forward)
         self.logger.log("eval", metrics, step=self.step, epoch=epoch)
         self.logger.plot()
         name = self.best_metric or ("fused/top1" if "fused/top1" in metrics else
@@ -440,10 +482,11 @@ class Trainer:
         bar = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.3g}"), console=self.console, transient=True,
+            TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.3g}"),
+            TextColumn("data {task.fields[data]:.3f}s step {task.fields[step]:.3f}s"), console=self.console, transient=True,
         )
         task = bar.add_task("train", total=self.num_batches, completed=skip, epoch=f"{epoch + 1}/{self.recipe.schedule.epochs}",
-                            loss=float("nan"), lr=self.optimizer.param_groups[0]["lr"], speed="")
+                            loss=float("nan"), lr=self.optimizer.param_groups[0]["lr"], speed="", data=float("nan"), step=float("nan"))
         bar.start()
         return bar, task
 

@@ -23,7 +23,7 @@ def with_bad_lines(tiny_data, tmp_path, bad_lines):
 def test_defaults_need_only_the_list_file(tiny_data):
     dataset = VideoDataset(tiny_data.test_list, root=tiny_data.root)
     sample = dataset[0]
-    assert sample["video"].shape == (8, 3, 224, 224) and sample["video"].dtype == torch.float32
+    assert sample["video"].shape == (8, 3, 224, 224) and sample["video"].dtype == torch.uint8  # normalised on the device
     assert sample["label"] == 0 and sample["bad"] == 0
     assert dataset.classnames is None and dataset.num_classes == 4
 

@@ -6,7 +6,7 @@ import torch
 from einops import rearrange
 
 import clipadapt
-from clipadapt.data import VideoDataset, synthetic
+from clipadapt.data import VideoDataset, normalize_video, synthetic
 
 FRAMES = 8
 
@@ -14,7 +14,7 @@ FRAMES = 8
 def load_all(data, list_file):
     dataset = VideoDataset(list_file, root=data.root, num_frames=FRAMES, sampling="segment", size=32, on_error="raise")
     samples = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([s["video"] for s in samples]), torch.tensor([s["label"] for s in samples])
+    return normalize_video(torch.stack([s["video"] for s in samples])), torch.tensor([s["label"] for s in samples])
 
 
 def held_out_accuracy(train, test, *, temporal: bool) -> float:
