@@ -183,14 +183,30 @@ def write_store(folder: Path, config: dict) -> Path:
     return folder / "train.txt"
 
 
-def store_loader(list_file: Path, config: dict, *, decode_device: str, num_workers: int, pin_memory: bool):
-    from clipadapt.data import VideoDataset, build_loader, set_decode_device, train_transform
+class DecodeOn(torch.utils.data.Dataset):
+    """A dataset whose frame stores decode on `device` whichever feed ran last in this process
+    (the decode device is process-wide; the GPU and CPU feeds alternate in one process)."""
 
-    set_decode_device(decode_device)
+    def __init__(self, dataset, device: str):
+        self.dataset, self.device = dataset, device
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        from clipadapt.data import set_decode_device
+
+        set_decode_device(self.device)
+        return self.dataset[key]
+
+
+def store_loader(list_file: Path, config: dict, *, decode_device: str, num_workers: int, pin_memory: bool):
+    from clipadapt.data import VideoDataset, build_loader, train_transform
+
     dataset = VideoDataset(list_file, root=list_file.parent, num_frames=config["frames"], stride=config["stride"], train=True,
                            transform=train_transform("k400", config["size"]), on_error="raise")
-    return build_loader(dataset, config["batch"], shuffle=True, num_workers=num_workers, pin_memory=pin_memory, seed=0,
-                        drop_last=True)
+    return build_loader(DecodeOn(dataset, decode_device), config["batch"], shuffle=True, num_workers=num_workers,
+                        pin_memory=pin_memory, seed=0, drop_last=True)
 
 
 def endless(loader):
