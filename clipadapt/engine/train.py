@@ -26,6 +26,8 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
+from clipadapt.data.transforms import normalize_video
+
 from . import distributed
 from .checkpoint import (
     NonFiniteStateError,
@@ -41,8 +43,6 @@ from .checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from clipadapt.data.transforms import normalize_video
-
 from .evaluate import evaluate
 from .host_memory import retain_freed_memory
 from .metrics import MetricLogger
