@@ -610,14 +610,9 @@ def _check_kwargs(options: dict, accepted: set[str] | None, path: str, what: str
 
 
 def _adapter_options(adapter_cls) -> set[str] | None:
-    from clipadapt.inject import Adapter
+    from clipadapt.inject import adapter_options
 
-    build = getattr(adapter_cls, "build", None)
-    if build is not None and getattr(build, "__func__", None) is not Adapter.build.__func__:
-        accepted = _accepted_kwargs(build)
-    else:
-        accepted = _accepted_kwargs(adapter_cls.__init__)
-    return None if accepted is None else accepted - {"self", "dim", "site", "tower", "layer"}
+    return adapter_options(adapter_cls)
 
 
 def _check_components(checked: dict, errors: list[Error]) -> None:
