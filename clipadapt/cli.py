@@ -331,12 +331,24 @@ def validate(
     heads = ", ".join(f"{h.name}×{h.weight:g}" for h in loaded.heads)
     console.print(f"[bold green]ok[/] {loaded.name}", highlight=False)
     console.print(
-        f"  model {loaded.model.family} {loaded.model.arch} ({loaded.model.weights or 'random'}); adapters {adapters}; heads {heads}\n"
+        f"  model {describe_model(loaded.model)}; adapters {adapters}; heads {heads}\n"
         f"  data {loaded.data.dataset}, {loaded.data.frames} frames, batch {loaded.data.batch_size}; "
         f"{loaded.schedule.epochs} epochs, lr {loaded.optim.lr:g}, {loaded.precision}; output {loaded.output_dir}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def describe_model(model) -> str:
+    """What a recipe's ``model`` section builds, in words (``validate`` prints it)."""
+    weights = f"weights {model.weights}" if model.weights else "random weights"
+    config = model.config
+    if not config:
+        return f"{model.family} {model.arch}, {weights}"
+    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    return (f"{model.family} CLIP from model.config (model.arch unused): visual {vision.get('layers')} blocks of width "
+            f"{vision.get('width')}, {vision.get('image_size')} px in {vision.get('patch_size')} px patches; text "
+            f"{text.get('layers')} blocks of width {text.get('width')}; embedding {config.get('embed_dim')}; {weights}")
 
 
 def _print_recipe_error(error) -> None:
@@ -379,11 +391,12 @@ def _load(recipe: str, overrides: list[str] | None):
 
 def _metrics_table(title: str, metrics: dict) -> Table:
     table = Table(title=title)
-    for column in ("head", "top-1", "top-5"):
+    with_top5 = metrics.get("num_classes", 6) > 5  # top-5 of 5 classes or fewer is always 100
+    for column in ("head", "top-1", *(["top-5"] if with_top5 else [])):
         table.add_column(column)
     heads = sorted({key.split("/")[0] for key in metrics if "/" in key}, key=lambda h: (h == "fused", h))
     for head in heads:
-        table.add_row(head, f"{metrics[f'{head}/top1']:.2f}", f"{metrics[f'{head}/top5']:.2f}")
+        table.add_row(head, f"{metrics[f'{head}/top1']:.2f}", *([f"{metrics[f'{head}/top5']:.2f}"] if with_top5 else []))
     return table
 
 
@@ -420,10 +433,12 @@ def zeroshot(
     chosen = [int(s) for s in splits.split(",") if s.strip()] if loaded.data.dataset in ("ucf101", "hmdb51") else [loaded.data.split]
     result = zero_shot(loaded, checkpoint, chosen)
     table = Table(title=f"{loaded.name}: zero-shot")
-    for column in ("split", "videos", "top-1", "top-5"):
+    with_top5 = all(m.get("num_classes", 6) > 5 for m in result["splits"].values())
+    for column in ("split", "videos", "top-1", *(["top-5"] if with_top5 else [])):
         table.add_column(column)
     for split, metrics in result["splits"].items():
-        table.add_row(str(split), str(metrics["num_videos"]), f"{metrics['zeroshot/top1']:.2f}", f"{metrics['zeroshot/top5']:.2f}")
+        table.add_row(str(split), str(metrics["num_videos"]), f"{metrics['zeroshot/top1']:.2f}",
+                      *([f"{metrics['zeroshot/top5']:.2f}"] if with_top5 else []))
     console.print(table)
     console.print(f"top-1 {result['top1_mean']:.2f} ± {result['top1_std']:.2f} (mean ± population std over {len(chosen)} split(s))")
 

@@ -102,3 +102,32 @@ def test_an_unknown_adapter_option_lists_the_accepted_ones():
     with pytest.raises(TypeError, match=re.escape(message)):
         clipadapt.inject(clip, "ted", widht=16)
     assert not clipadapt.injections(clip)
+
+
+def test_validate_describes_the_quickstarts_tiny_model_as_it_is():
+    result = runner.invoke(app, ["validate", "quickstart"])
+    words = " ".join(result.output.split())
+    assert result.exit_code == 0
+    assert "CLIP from model.config (model.arch unused): visual 4 blocks of width 64, 32 px in 8 px patches" in words
+    assert "random weights" in words and "ViT-B-16" not in words
+    full = " ".join(runner.invoke(app, ["validate", "m2clip_k400"]).output.split())
+    assert "open_clip ViT-B-16, weights openai" in full
+
+
+def test_a_rebuilt_random_weight_model_is_the_one_that_was_trained():
+    """A checkpoint holds only trainable weights: the frozen random CLIP must come back the same."""
+    import torch
+
+    from clipadapt.models import build_from_recipe
+
+    def frozen(recipe):
+        return {name: p for name, p in build_from_recipe(recipe, ["a", "b"]).named_parameters() if not p.requires_grad}
+
+    recipe = load_recipe("quickstart")
+    torch.manual_seed(1)
+    a = frozen(recipe)
+    torch.manual_seed(2)
+    b = frozen(recipe)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = frozen(load_recipe("quickstart", ["seed=1"]))
+    assert not all(torch.equal(a[k], other[k]) for k in a)

@@ -28,21 +28,66 @@ def quickstart(tmp_path_factory):
 def test_reduced_quickstart_trains_both_variants_and_writes_the_summary(quickstart):
     out, output = quickstart
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"m2clip", "frame_mean_baseline"}
-    for scores in summary.values():
-        assert set(scores) == {"top1", "top5"} and 0 <= scores["top1"] <= scores["top5"] <= 1
-    assert "m2clip" in output and "frame_mean_baseline" in output
-    for variant in summary:
+    assert set(summary) == {"m2clip", "frame_mean_baseline", "seconds"}
+    test_videos = 4 * 2  # 4 classes, data.synthetic.test_per_class=2
+    for variant in ("m2clip", "frame_mean_baseline"):
+        scores = summary[variant]
+        results = json.loads((out / variant / "results.json").read_text())
+        assert scores["top1"] == results["top1"] == results["metrics"]["fused/top1"] / 100
+        assert results["metrics"]["num_videos"] == test_videos and scores["num_classes"] == 4
+        assert abs(scores["top1"] * test_videos - round(scores["top1"] * test_videos)) < 1e-9  # whole videos
+        assert scores["seconds"] > 0
         assert (out / variant / "checkpoints" / "last.pt").is_file()
         assert (out / variant / "metrics.jsonl").is_file()
+    assert summary["seconds"] >= summary["m2clip"]["seconds"] + summary["frame_mean_baseline"]["seconds"]
 
 
-def test_eval_reports_each_head_and_the_fusion(quickstart):
+def test_quickstart_output_reads_well_when_piped(quickstart):
+    _, output = quickstart
+    lines = output.splitlines()
+    assert lines[0].startswith("generated the synthetic dataset in") or lines[0].startswith("reusing the synthetic dataset")
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    assert len(epochs) == 4 and epochs == list(range(epochs[0], epochs[0] + 2)) + list(range(epochs[2], epochs[2] + 2))
+    assert "nan" not in output.lower()
+    words = " ".join(output.split())  # table titles wrap at the console's width
+    assert "quickstart: test accuracy of m2clip, frame_mean_baseline after 2 epochs" in words
+    assert "quickstart/m2clip: 2 epochs" in words and "quickstart/frame_mean_baseline: 2 epochs" in words
+    assert "top-5" not in output  # 4 classes: top-5 would always be 100%
+
+
+def test_a_second_run_says_it_reuses_the_generated_data(quickstart, tmp_path):
     out, _ = quickstart
-    result = runner.invoke(app, ["eval", "quickstart", str(out / "m2clip" / "checkpoints" / "last.pt"), *SMALL, f"output_dir={out}"])
+    result = runner.invoke(app, ["run", "quickstart", *SMALL, "schedule.epochs=1", "compare={}", f"data.root={out / 'data'}",
+                                 f"output_dir={tmp_path}"])
     assert result.exit_code == 0, result.output
-    for head in ("cmc", "vc", "fused"):
-        assert head in result.output
+    assert result.output.startswith(f"reusing the synthetic dataset already in {out / 'data'}")
+
+
+def test_eval_prints_the_accuracy_computed_by_hand_from_the_model(quickstart):
+    import torch
+
+    from clipadapt.config import load_recipe
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.engine.tasks import load_trained
+
+    out, _ = quickstart
+    checkpoint = out / "m2clip" / "checkpoints" / "last.pt"
+    result = runner.invoke(app, ["eval", "quickstart", str(checkpoint), *SMALL, f"output_dir={out}"])
+    assert result.exit_code == 0, result.output
+    model = load_trained(checkpoint)
+    dataset = build_dataset(load_recipe("quickstart", [*SMALL, f"output_dir={out}"]), "test")
+    hits = {"vc": 0, "cmc": 0, "fused": 0}
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            logits = model(item["video"].reshape(-1, *item["video"].shape[-4:]))  # one view: (1, T, 3, H, W)
+            probs = {"vc": logits["vc"].softmax(-1), "cmc": logits["cmc"].softmax(-1)}
+            probs["fused"] = (probs["vc"] + probs["cmc"]) / 2
+            for head, p in probs.items():
+                hits[head] += int(p.mean(0).argmax()) == int(item["label"])
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines() if line.count("│") == 3}
+    for head, count in hits.items():
+        assert rows[head] == f"{100 * count / len(dataset):.2f}", (head, rows)
 
 
 def test_zeroshot_on_the_test_classes(quickstart):
@@ -50,18 +95,28 @@ def test_zeroshot_on_the_test_classes(quickstart):
     result = runner.invoke(app, ["zeroshot", "quickstart", str(out / "m2clip" / "checkpoints" / "last.pt"), *SMALL, f"output_dir={out}"])
     assert result.exit_code == 0, result.output
     assert "zero-shot" in result.output and "population std" in result.output
+    assert "± 0.00 (mean ± population std over 1 split(s))" in result.output  # one split: no spread
 
 
 def test_predict_names_classes_of_video_files(quickstart):
     out, _ = quickstart
     video = next((out / "data" / "videos").glob("*.mp4"))
     checkpoint = str(out / "m2clip" / "checkpoints" / "last.pt")
-    trained = runner.invoke(app, ["predict", checkpoint, str(video), "--top-k", "2"])
-    assert trained.exit_code == 0, trained.output
-    assert "a circle moving" in trained.output
-    zero_shot = runner.invoke(app, ["predict", checkpoint, str(video), "--classes", "a square spinning,a dot falling"])
-    assert zero_shot.exit_code == 0, zero_shot.output
-    assert "a dot falling" in zero_shot.output
+
+    def table(args):
+        result = runner.invoke(app, ["predict", checkpoint, str(video), *args])
+        assert result.exit_code == 0, result.output
+        return [(line.split("│")[1].strip(), float(line.split("│")[2])) for line in result.output.splitlines()
+                if line.count("│") == 3 and line.split("│")[1].strip() != "class"]
+
+    two, every = table(["--top-k", "2"]), table(["--top-k", "10"])
+    assert len(two) == 2 and two == every[:2]
+    assert len(every) == 4 and len({name for name, _ in every}) == 4  # all 4 classes, each once
+    assert [p for _, p in every] == sorted((p for _, p in every), reverse=True)
+    assert abs(sum(p for _, p in every) - 1) < 0.003
+    zero_shot = table(["--classes", "a square spinning,a dot falling"])
+    assert {name for name, _ in zero_shot} == {"a square spinning", "a dot falling"}
+    assert abs(sum(p for _, p in zero_shot) - 1) < 0.003
 
 
 def test_run_with_a_bad_override_names_the_key(tmp_path):
@@ -161,8 +216,9 @@ def test_the_m2clip_quickstart_killed_mid_run_and_resumed_ends_with_the_same_wei
     assert all(torch.equal(resumed[key], whole[key]) for key in whole)
 
 
-def test_zeroshot_without_a_checkpoint_scores_the_recipes_untrained_model(quickstart):
+def test_zeroshot_without_a_checkpoint_scores_the_frozen_clip(quickstart):
     out, _ = quickstart
     result = runner.invoke(app, ["zeroshot", "quickstart", *SMALL, f"output_dir={out}"])
     assert result.exit_code == 0, result.output
-    assert "top-1" in result.output
+    rows = [line.split("│") for line in result.output.splitlines() if line.count("│") == 4]
+    assert [r[2].strip() for r in rows if r[1].strip() != "split"] == ["8"]  # 8 test videos, one split

@@ -12,7 +12,7 @@ Example:
     >>> from clipadapt.engine import evaluate
     >>> metrics = evaluate(model, val_loader, view_fusion="mean_prob", fuse_heads=["vc", "cmc"])  # doctest: +SKIP
     >>> sorted(metrics)  # doctest: +SKIP
-    ['cmc/top1', 'cmc/top5', 'fused/top1', 'fused/top5', 'num_videos', 'vc/top1', 'vc/top5']
+    ['cmc/top1', 'cmc/top5', 'fused/top1', 'fused/top5', 'num_classes', 'num_videos', 'vc/top1', 'vc/top5']
 """
 
 from __future__ import annotations
@@ -157,19 +157,19 @@ def evaluate(
         fuse_heads: the heads averaged into ``fused`` (those the model has).
 
     Returns:
-        ``{"<head>/top1": ..., "<head>/top5": ..., "num_videos": N}``; a video that the distributed
+        ``{"<head>/top1": ..., "<head>/top5": ..., "num_videos": N, "num_classes": C}``; a video that the distributed
         sampler repeated to even out the ranks is counted once.
 
     Example:
         >>> evaluate(model, loader, heads=["vc", "fused"])  # doctest: +SKIP
-        {'vc/top1': ..., 'vc/top5': ..., 'fused/top1': ..., 'fused/top5': ..., 'num_videos': ...}
+        {'vc/top1': ..., 'vc/top5': ..., 'fused/top1': ..., 'fused/top5': ..., 'num_videos': ..., 'num_classes': ...}
     """
     if view_fusion not in VIEW_FUSIONS:
         raise ValueError(f"view_fusion {view_fusion!r} is not one of {VIEW_FUSIONS}")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    indices, hits, names = [], [], None
+    indices, hits, names, num_classes = [], [], None, 0
     for batch in loader:
         video = normalize_video(batch["video"], device)  # uint8 -> float, CLIP-normalised, on the device
         if video.ndim == 5:  # one view: (B, T, 3, H, W)
@@ -181,6 +181,7 @@ def evaluate(
         if heads is not None:
             probs = {name: value for name, value in probs.items() if name in heads}
         names = names or sorted(probs, key=lambda n: (n == FUSED, n))
+        num_classes = next(iter(probs.values())).shape[-1] if probs else 0
         columns = [topk_correct(probs[name], labels, KS)[k] for name in names for k in KS]
         hits.append(torch.stack(columns, dim=1).cpu())  # (B, heads·k)
         indices.append(torch.as_tensor(batch["index"]).cpu() if "index" in batch else torch.full((len(labels),), -1))
@@ -204,4 +205,5 @@ def evaluate(
     table = torch.stack(kept).float().mean(dim=0) * 100.0
     metrics = {f"{name}/top{k}": float(table[i * len(KS) + j]) for i, name in enumerate(names) for j, k in enumerate(KS)}
     metrics["num_videos"] = len(kept)
+    metrics["num_classes"] = num_classes
     return metrics

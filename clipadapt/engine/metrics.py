@@ -134,14 +134,17 @@ class MetricLogger:
                 if _finite(value):
                     self.writer.add_scalar(f"{kind}/{key}", value, step)
 
-    def plot(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Draw training loss and evaluation top-1 curves to ``curves.png`` (matplotlib, Agg)."""
+    def plot(self, path: str | os.PathLike | None = None, title: str | None = None) -> Path | None:
+        """Draw training loss and evaluation top-1 curves to ``curves.png`` (matplotlib, Agg);
+        `title` (the run's name) heads the figure. Epochs are whole numbers and top-1 spans 0–100,
+        so that a single evaluation point still reads."""
         if not self.enabled:
             return None
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         path = Path(path or self.output_dir / "curves.png")
         fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
@@ -156,10 +159,15 @@ class MetricLogger:
         for key in sorted({k for r in evals for k in r if k.endswith("top1")}):
             points = [(r["epoch"] + 1, r[key]) for r in evals if _finite(r.get(key))]
             acc_ax.plot(*zip(*points), marker="o", label=key)
-        acc_ax.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy")
+        acc_ax.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy", ylim=(0, 100))
+        last_epoch = max([r["epoch"] + 1 for r in self.records if r["kind"] in ("epoch", "eval")], default=1)
+        acc_ax.set_xlim(0.5, last_epoch + 0.5)
+        acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in (loss_ax, acc_ax):
             if ax.lines:
                 ax.legend()
+        if title:
+            fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, dpi=80)
         plt.close(fig)

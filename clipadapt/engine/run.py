@@ -8,6 +8,7 @@ accuracies side by side to ``<output_dir>/summary.json``.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -127,7 +128,8 @@ def _train_and_evaluate(recipe: Recipe, console: Console, distributed_run: bool,
             _, test_loader = _loaders(recipe, train_set, test_set, distributed_run)
             metrics = evaluate(trainer.model, test_loader, device=trainer.device, **eval_options(recipe),
                                clips_per_forward=trainer.eval_clips_per_forward)
-    results = {"recipe": recipe.name, "metrics": metrics, **headline(metrics), "steps": summary.get("step")}
+    results = {"recipe": recipe.name, "metrics": metrics, **headline(metrics), "num_classes": len(train_set.classnames),
+               "steps": summary.get("step")}
     if distributed.is_main():
         path = Path(recipe.output_dir) / "results.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,38 +144,76 @@ def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console:
     A finished run (``results.json`` in its folder) is reported, not retrained, unless `retrain`;
     `allow_recipe_change` lets a resumed run take a recipe that differs from its checkpoint's.
 
+    With variants, ``<output_dir>/summary.json`` holds each variant's test top-1/top-5 (as
+    fractions), its class count and its duration in seconds, and the whole run's duration.
+
     Example:
         >>> run("quickstart")                        # doctest: +SKIP
-        {'m2clip': {'top1': 0.97, ...}, 'frame_mean_baseline': {'top1': 0.51, ...}}
+        {'m2clip': {'top1': ..., 'top5': ..., 'num_classes': 4, 'seconds': ...}, 'frame_mean_baseline': {...}, 'seconds': ...}
     """
     console = console or Console()
+    started = time.perf_counter()
     recipe = load_recipe(name_or_path, list(overrides))
+    shared = []
+    if recipe.data.dataset == "synthetic":  # generated once, for all variants
+        root = _synthetic_data(recipe, console)
+        if not recipe.data.root:
+            shared.append(f"data.root={root}")
     if not recipe.compare:
         return train_and_evaluate(recipe, console, retrain=retrain, allow_recipe_change=allow_recipe_change)
     base_dir = Path(recipe.output_dir)
-    shared = []
-    if recipe.data.dataset == "synthetic" and not recipe.data.root:  # generate the data once for all variants
-        from clipadapt.data.recipe import synthetic_root
-
-        shared.append(f"data.root={synthetic_root(recipe)}")
     summary = {}
     for variant, variant_overrides in recipe.compare.items():
         console.rule(f"{variant}")
+        variant_started = time.perf_counter()
         variant_recipe = load_recipe(name_or_path, [*overrides, *shared, *variant_overrides, f"output_dir={base_dir / variant}"])
         variant_recipe.compare = {}
+        variant_recipe.name = f"{recipe.name}/{variant}"
         result = train_and_evaluate(variant_recipe, console, retrain=retrain, allow_recipe_change=allow_recipe_change)
-        summary[variant] = {"top1": result.get("top1"), "top5": result.get("top5")}
+        summary[variant] = {"top1": result.get("top1"), "top5": result.get("top5"), "num_classes": result.get("num_classes"),
+                            "seconds": round(time.perf_counter() - variant_started, 1)}
+    seconds = round(time.perf_counter() - started, 1)
     if distributed.is_main():
         base_dir.mkdir(parents=True, exist_ok=True)
-        (base_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        table = Table(title=f"{recipe.name}: test accuracy")
-        for column in ("variant", "top-1", "top-5"):
-            table.add_column(column)
-        for variant, result in summary.items():
-            table.add_row(variant, _percent(result["top1"]), _percent(result["top5"]))
-        console.print(table)
-        console.print(f"wrote {base_dir / 'summary.json'}")
-    return summary
+        (base_dir / "summary.json").write_text(json.dumps({**summary, "seconds": seconds}, indent=2))
+        console.print(summary_table(recipe, summary))
+        console.print(f"wrote {base_dir / 'summary.json'} ({_duration(seconds)} in all)", highlight=False)
+    return {**summary, "seconds": seconds}
+
+
+def summary_table(recipe: Recipe, summary: dict) -> Table:
+    """The variants' test accuracies; top-5 only when there are more than 5 classes."""
+    epochs = recipe.schedule.epochs
+    table = Table(title=f"{recipe.name}: test accuracy of {', '.join(summary)} after {epochs} epoch{'s' * (epochs != 1)}")
+    with_top5 = any((result.get("num_classes") or 0) > 5 for result in summary.values())
+    for column in ("variant", "top-1", *(["top-5"] if with_top5 else []), "time"):
+        table.add_column(column)
+    for variant, result in summary.items():
+        table.add_row(variant, _percent(result["top1"]), *([_percent(result["top5"])] if with_top5 else []),
+                      _duration(result["seconds"]))
+    return table
+
+
+def _synthetic_data(recipe: Recipe, console: Console) -> Path:
+    """Generate the recipe's synthetic dataset, or say that the one already there is reused."""
+    from clipadapt.data.recipe import synthetic_root
+    from clipadapt.data.synthetic import generate
+
+    root = synthetic_root(recipe)
+    distributed.init_distributed()  # so that only rank 0 writes the videos, the others wait
+    if distributed.is_main():
+        made = generate(root, **recipe.data.synthetic)
+        what = "reusing the synthetic dataset already in" if made.reused else "generated the synthetic dataset in"
+        console.print(f"{what} {root}", highlight=False, soft_wrap=True)
+    distributed.barrier()
+    return root
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{rest:02d}" if minutes else f"{rest} s"
 
 
 def _percent(value) -> str:

@@ -171,7 +171,8 @@ class Trainer:
             ``set_epoch(epoch)`` (see :func:`clipadapt.data.build_loader`), B per rank.
         val_loader: evaluation batches (all views of a video together), or None.
         device: defaults to ``cuda:LOCAL_RANK`` or the CPU.
-        progress: show rich progress bars (rank 0 only).
+        progress: show rich progress bars (rank 0, on a terminal only: piped output gets one
+            line per epoch).
         log_every: optimiser steps between ``train`` records in ``metrics.jsonl``.
 
     On the CPU, `fit` first calls `retain_freed_memory` (process-wide), so each step re-uses the
@@ -179,8 +180,9 @@ class Trainer:
 
     Example:
         >>> trainer = Trainer(model, recipe, train_loader, val_loader)  # doctest: +SKIP
-        >>> trainer.fit()["best"]  # doctest: +SKIP
-        83.4
+        >>> summary = trainer.fit()  # doctest: +SKIP
+        >>> summary["best_metric"], summary["best"]  # doctest: +SKIP
+        ('fused/top1', ...)
     """
 
     def __init__(self, model, recipe, train_loader, val_loader=None, *, device: torch.device | None = None,
@@ -375,8 +377,8 @@ class Trainer:
                         self.running["head_sums"][head] = self.running["head_sums"].get(head, 0.0) + value
                 if bar is not None:
                     speed = (index + 1 - skip) / max(time.perf_counter() - started, 1e-9)
-                    bar.update(task, advance=1, loss=losses["loss"], lr=self.optimizer.param_groups[0]["lr"], speed=f"{speed:.2f} it/s",
-                               data=timing.last_data, step=timing.last_step)
+                    bar.update(task, advance=1, loss=f"loss {losses['loss']:.4f}", lr=self.optimizer.param_groups[0]["lr"], speed=f"{speed:.2f} it/s",
+                               timing=f"data {timing.last_data:.3f}s step {timing.last_step:.3f}s")
                 step_done = (index + 1) % self.accumulate == 0 or index + 1 == self.num_batches
                 if not step_done:
                     continue
@@ -453,7 +455,7 @@ class Trainer:
         metrics = evaluate(self.model, self.val_loader, device=self.device, **eval_options(self.recipe),
                            clips_per_forward=self.eval_clips_per_forward)
         self.logger.log("eval", metrics, step=self.step, epoch=epoch)
-        self.logger.plot()
+        self.logger.plot(title=getattr(self.recipe, "name", None))
         name = self.best_metric or ("fused/top1" if "fused/top1" in metrics else
                                     next((k for k in metrics if k.endswith("/top1")), None))
         if name is not None and name in metrics and (self.best is None or metrics[name] > self.best):
@@ -475,18 +477,22 @@ class Trainer:
         self.console.print(text, highlight=False)
 
     def _progress_bar(self, epoch: int, skip: int):
-        if not self.progress:
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console()
+        if not self.progress or not self.console.is_terminal:  # piped output gets the epoch lines only
             return None, None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         bar = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.3g}"),
-            TextColumn("data {task.fields[data]:.3f}s step {task.fields[step]:.3f}s"), console=self.console, transient=True,
+            TextColumn("{task.fields[loss]} lr {task.fields[lr]:.3g}"),
+            TextColumn("{task.fields[timing]}"), console=self.console, transient=True,
         )
         task = bar.add_task("train", total=self.num_batches, completed=skip, epoch=f"{epoch + 1}/{self.recipe.schedule.epochs}",
-                            loss=float("nan"), lr=self.optimizer.param_groups[0]["lr"], speed="", data=float("nan"), step=float("nan"))
+                            loss="", lr=self.optimizer.param_groups[0]["lr"], speed="", timing="")  # nothing measured before the first step
         bar.start()
         return bar, task
 
@@ -496,7 +502,9 @@ class Trainer:
         records = self.logger.records
         evals = {r["epoch"]: r for r in records if r["kind"] == "eval"}
         metric_names = sorted({k for r in evals.values() for k in r if k.endswith("top1")})
-        table = Table(title=f"{getattr(self.recipe, 'name', 'run')}: {self.step} steps, best {self.best_metric} {self.best}")
+        epochs = self.epoch
+        best = f", best {self.best_metric} {self.best:.2f}" if self.best is not None else ""
+        table = Table(title=f"{getattr(self.recipe, 'name', 'run')}: {epochs} epoch{'s' * (epochs != 1)}, {self.step} steps{best}")
         for column in ["epoch", "loss", "lr", "bad samples", *metric_names]:
             table.add_column(column, justify="right")
         for record in (r for r in records if r["kind"] == "epoch"):

@@ -108,7 +108,12 @@ def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoC
     model_cfg = _plain(_section(recipe, "model"))
     video_cfg = _plain(_section(recipe, "video"))
     data_cfg = _plain(_section(recipe, "data"))
-    clip = build_clip(model_cfg)
+    # random weights come from the recipe's seed, so that rebuilding a trained model from its
+    # checkpoint (which holds only the trainable weights) gives back the same frozen CLIP
+    seed = recipe.get("seed", 0) if isinstance(recipe, dict) else getattr(recipe, "seed", 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        clip = build_clip(model_cfg)
     if model_cfg.get("grad_checkpointing"):
         clip.set_grad_checkpointing(True)
     model = build_video_clip(
