@@ -633,6 +633,8 @@ def _check_components(checked: dict, errors: list[Error]) -> None:
             options = entry.get("options")
             if section == "adapters" and isinstance(options, dict):
                 _check_kwargs(options, _adapter_options(registry.get(name)), f"{section}.{i}.options", f"adapter {name!r}", errors)
+            if section == "heads" and isinstance(options, dict):
+                _check_kwargs(options, registry.get(name).accepted_options(), f"{section}.{i}.options", f"head {name!r}", errors)
     evaluation = checked.get("eval")
     fuse_heads = evaluation.get("fuse_heads") if isinstance(evaluation, dict) else None
     if "heads" in registries and isinstance(fuse_heads, list):

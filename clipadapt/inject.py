@@ -13,15 +13,20 @@ mlp_parallel   adds ``A(ln_2(x))`` beside the MLP                       hook on 
 post_block     the block output                                         hook on the block
 =============  =======================================================  ==========================
 
-Nothing rewrites a block's ``forward``. ``pre_mlp`` is reached by correcting the attention
-branch: ``branch_out + A(x_in + branch_out)``, where ``x_in`` is the block input captured by a
-pre-hook on the same call. Adapters always see ``(N, L, D)`` batch-first tensors and return a
-delta that the engine adds (never in place).
+Nothing rewrites a block's ``forward``; the hooks live in `clipadapt.sites`. ``pre_mlp`` is
+reached by correcting the attention branch: ``branch_out + A(x_in + branch_out)``, where ``x_in``
+is the block input captured by a pre-hook on the same call. Adapters always see ``(N, L, D)``
+batch-first tensors and return a delta that the engine adds (never in place).
+
+Hooks and undo steps are objects, bound methods and partials, never closures, so
+``copy.deepcopy`` of an injected model gives a copy whose hooks, adapters and injection records
+are its own: ejecting or merging the copy leaves the original as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
@@ -30,14 +35,12 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-from clipadapt.backbones import Block, Tower, fingerprint, get_tower
-from clipadapt.backbones.base import first_tensor, replace_first
+from clipadapt.backbones import SITES, Block, Tower, fingerprint, get_tower
 from clipadapt.registry import ADAPTERS
+from clipadapt.sites import BlockState, CaptureInput, hook_site
 
-SITES = ("pre_attn", "attn_out", "pre_mlp", "mlp_parallel", "post_block")
 CONTAINER = "adapters"  # name of the ModuleDict that holds a block's adapters
 STATE = "_clipadapt"  # attribute of the model holding its InjectionState
-FRAMES_TAG = "_clipadapt_num_frames"  # set on block inputs so recomputation knows T
 
 
 class Adapter(nn.Module):
@@ -78,15 +81,6 @@ class Adapter(nn.Module):
 
 class FramesError(RuntimeError):
     """Raised when a temporal adapter runs without a known number of frames."""
-
-
-@dataclass(eq=False)
-class BlockState:
-    """What the hooks of one block share during one call of that block."""
-
-    num_frames: int | None = None
-    x_in: torch.Tensor | None = None  # block input, batch-first, after pre_attn adapters
-    mlp_in: torch.Tensor | None = None
 
 
 @dataclass(eq=False)
@@ -160,7 +154,7 @@ class InjectionState:
 
     injections: list[Injection] = field(default_factory=list)
     num_frames: int | None = None
-    blocks: dict[int, tuple[BlockState, list[RemovableHandle], int]] = field(default_factory=dict)
+    blocks: dict[nn.Module, tuple[BlockState, list[RemovableHandle], int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,121 +198,27 @@ def resolve_layers(layers: int | Iterable[int] | str, count: int, tower: str = "
     return resolved
 
 
-def _to_batch_first(x: torch.Tensor, seq_first: bool) -> torch.Tensor:
-    return x.transpose(0, 1) if seq_first else x
-
-
-def _delta(adapter: nn.Module, x: torch.Tensor, ctx: AdapterContext, seq_first: bool) -> torch.Tensor:
-    """The adapter's delta for a block tensor `x` in the block's own layout and dtype."""
-    x_bf = _to_batch_first(x, seq_first)
-    param = next(adapter.parameters(), None)
-    if param is not None and param.dtype != x.dtype and not torch.is_autocast_enabled():
-        delta = adapter(x_bf.to(param.dtype), ctx).to(x.dtype)
-    else:
-        delta = adapter(x_bf, ctx)
-    return _to_batch_first(delta, seq_first)
-
-
-def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
-    if args:
-        return args[0]
-    for key in ("x", "q_x", "hidden_states"):
-        if key in kwargs:
-            return kwargs[key]
-    raise RuntimeError(f"cannot find the block input among keyword arguments {sorted(kwargs)}")
-
-
-def _replace_input(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, dict]:
-    if args:
-        return (x, *args[1:]), kwargs
-    for key in ("x", "q_x", "hidden_states"):
-        if key in kwargs:
-            return args, {**kwargs, key: x}
-    raise RuntimeError(f"cannot find the block input among keyword arguments {sorted(kwargs)}")
-
-
 def _block_state(state: InjectionState, block: Block) -> BlockState:
     """The shared per-call state of a block, with the pre-hook that fills it (one per block)."""
-    key = id(block.module)
+    key = block.module
     if key in state.blocks:
         bstate, handles, users = state.blocks[key]
         state.blocks[key] = (bstate, handles, users + 1)
         return bstate
     bstate = BlockState()
-
-    def capture(module, args, kwargs):
-        x = _first_input(args, kwargs)
-        frames = state.num_frames
-        if frames is not None:
-            if not torch.compiler.is_compiling():
-                setattr(x, FRAMES_TAG, frames)
-        else:  # recomputation by gradient checkpointing, after `frames()` has exited
-            frames = getattr(x, FRAMES_TAG, None)
-        bstate.num_frames = frames
-        bstate.x_in = x
-
-    handles = [block.module.register_forward_pre_hook(capture, with_kwargs=True, prepend=True)]
+    handles = [block.module.register_forward_pre_hook(CaptureInput(state, bstate), with_kwargs=True, prepend=True)]
     state.blocks[key] = (bstate, handles, 1)
     return bstate
 
 
 def _release_block_state(state: InjectionState, block_module: nn.Module) -> None:
-    key = id(block_module)
-    bstate, handles, users = state.blocks[key]
+    bstate, handles, users = state.blocks[block_module]
     if users > 1:
-        state.blocks[key] = (bstate, handles, users - 1)
+        state.blocks[block_module] = (bstate, handles, users - 1)
     else:
         for handle in handles:
             handle.remove()
-        del state.blocks[key]
-
-
-def _hook_site(site: str, block: Block, adapter: nn.Module, ctx: AdapterContext, seq_first: bool) -> RemovableHandle:
-    """Register the hook that realises `site` for one adapter in one block."""
-    bstate = ctx.state
-
-    if site == "pre_attn":
-
-        def pre_attn(module, args, kwargs):
-            x = _first_input(args, kwargs)
-            x = x + _delta(adapter, x, ctx, seq_first)
-            bstate.x_in = x
-            return _replace_input(args, kwargs, x)
-
-        return block.module.register_forward_pre_hook(pre_attn, with_kwargs=True)
-
-    if site == "attn_out":
-
-        def attn_out(module, args, output):
-            out = first_tensor(output)
-            return replace_first(output, out + _delta(adapter, out, ctx, seq_first))
-
-        return block.attn_end.register_forward_hook(attn_out)
-
-    if site == "pre_mlp":
-
-        def pre_mlp(module, args, output):
-            out = first_tensor(output)
-            return replace_first(output, out + _delta(adapter, bstate.x_in + out, ctx, seq_first))
-
-        return block.attn_end.register_forward_hook(pre_mlp)
-
-    if site == "mlp_parallel":
-
-        def mlp_parallel(module, args, output):
-            return output + _delta(adapter, args[0], ctx, seq_first)
-
-        return block.mlp.register_forward_hook(mlp_parallel)
-
-    if site == "post_block":
-
-        def post_block(module, args, output):
-            out = first_tensor(output)
-            return replace_first(output, out + _delta(adapter, out, ctx, seq_first))
-
-        return block.module.register_forward_hook(post_block)
-
-    raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
+        del state.blocks[block_module]
 
 
 def _container(block_module: nn.Module) -> nn.ModuleDict:
@@ -448,22 +348,15 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
     param = next(block.module.parameters(), None)
     if param is not None:
         module.to(device=param.device)
-    _container(block.module).add_module(_module_key(injection.name, site), module)
-    injection.modules.append((layer, site, module))
     key = _module_key(injection.name, site)
-
-    def remove_module():
-        container = getattr(block.module, CONTAINER)
-        del container[key]
-        if len(container) == 0:
-            delattr(block.module, CONTAINER)
-
-    injection.undo.append(remove_module)
+    _container(block.module).add_module(key, module)
+    injection.modules.append((layer, site, module))
+    injection.undo.append(functools.partial(_remove_module, block.module, key))
     if site is None:
         injection.undo.append(module.attach(block))
         return
     bstate = _block_state(state, block)
-    injection.undo.append(lambda: _release_block_state(state, block.module))
+    injection.undo.append(functools.partial(_release_block_state, state, block.module))
     ctx = AdapterContext(
         tower=tower.name,
         layer=layer,
@@ -475,7 +368,14 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
         state=bstate,
         adapter_name=injection.name,
     )
-    injection.undo.append(_hook_site(site, block, module, ctx, tower.seq_first).remove)
+    injection.undo.append(hook_site(site, block, module, ctx, tower.seq_first).remove)
+
+
+def _remove_module(block_module: nn.Module, key: str) -> None:
+    container = getattr(block_module, CONTAINER)
+    del container[key]
+    if len(container) == 0:
+        delattr(block_module, CONTAINER)
 
 
 def _detach(injection: Injection) -> None:
