@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipadapt.adapters.temporal_pool import TemporalPooling
+from clipadapt.adapters import temporal_pool  # noqa: F401  (registers the built-in poolings)
 from clipadapt.attention import efficient_attention as use_efficient_attention
 from clipadapt.backbones import detect, get_tower
 from clipadapt.backbones.base import encoder, first_tensor
@@ -17,7 +17,7 @@ from clipadapt.heads.base import HeadInputs
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
 from clipadapt.models.text import text_path
-from clipadapt.registry import HEADS
+from clipadapt.registry import HEADS, POOLINGS
 
 DEFAULT_TEMPLATES = ("a video of {}",)
 
@@ -86,7 +86,7 @@ class VideoCLIP(nn.Module):
         self.num_classes = len(self.classnames) or num_classes or 0
         self.embed_dim = self.text.embed_dim
         self.visual_width = self.visual_tower.width
-        self.pooling = TemporalPooling(self.embed_dim, pooling, pooling_width)
+        self.pooling = POOLINGS.get(pooling)(self.embed_dim, pooling_width)
         self.decoder = MultiTaskDecoder()
         self.lr_mults: dict[str, float] = {}
         self._class_tokens = None
