@@ -8,6 +8,7 @@ Example:
 """
 
 from clipadapt.registry import ADAPTERS, BACKBONES, HEADS, Registry, register_adapter, register_backbone, register_head
+from clipadapt.registry import register_dataset, register_optimizer, register_pooling, register_transform
 from clipadapt.backbones import BackboneSpec, Block, Tower, describe
 from clipadapt.inject import (
     SITES,
@@ -78,7 +79,11 @@ __all__ = [
     "load_trained",
     "register_adapter",
     "register_backbone",
+    "register_dataset",
     "register_head",
+    "register_optimizer",
+    "register_pooling",
+    "register_transform",
     "save_adapters",
     "summary",
 ]

@@ -318,12 +318,24 @@ def demo() -> None:
 def validate(
     recipe: str = typer.Argument(..., help="a recipe file or a built-in recipe name (clipadapt ls recipes)"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. optim.lr=3e-4 data.frames=16"),
+    no_plugins: bool = typer.Option(False, "--no-plugins", help="do not import the recipe's plugins; what only they could register goes unchecked"),
 ) -> None:
     """Check a recipe (with overrides): print every error with its key path, or "ok" and a summary."""
-    from clipadapt.config import RecipeError, load_recipe
+    from clipadapt.config import RecipeError, from_dict, load_recipe_dict
+    from clipadapt.config import validate as check
 
     try:
-        loaded = load_recipe(recipe, overrides or [])
+        data, name = load_recipe_dict(recipe, overrides or [])
+        plugins = data.get("plugins") if isinstance(data.get("plugins"), list) else []
+        if plugins and not no_plugins:
+            console.print(f"importing plugins: {', '.join(map(str, plugins))}", highlight=False)
+        skipped: list[str] = []
+        errors = check(data, plugins=not no_plugins, skipped=skipped)
+        for note in skipped:
+            console.print(f"[yellow]skipped[/]: {note}", highlight=False, soft_wrap=True)
+        if errors:
+            raise RecipeError(errors, source=str(recipe))
+        loaded = from_dict(data, name=name, validated=True)
     except RecipeError as error:
         _print_recipe_error(error)
         raise typer.Exit(code=1)
@@ -351,8 +363,26 @@ def describe_model(model) -> str:
             f"{text.get('layers')} blocks of width {text.get('width')}; embedding {config.get('embed_dim')}; {weights}")
 
 
+@app.command()
+def schema(output: Path = typer.Option(None, "--output", "-o", help="write to this file instead of printing")) -> None:
+    """Print the JSON Schema of recipe files, for editors (VS Code's YAML extension: `# yaml-language-server: $schema=FILE`)."""
+    import json
+
+    from clipadapt.config import recipe_json_schema
+
+    text = json.dumps(recipe_json_schema(), indent=2)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n")
+        console.print(f"wrote {output}", highlight=False)
+
+
 def _print_recipe_error(error) -> None:
     lines = str(error).splitlines()
+    if len(lines) == 2:  # one error: one line
+        console.print(f"[bold red]error[/]: {error.source}: {lines[1]}", highlight=False, soft_wrap=True)
+        return
     console.print(f"[bold red]{lines[0]}[/]", highlight=False)
     for line in lines[1:]:
         path, _, message = line.partition(": ")
@@ -411,7 +441,10 @@ def eval_command(
     """Evaluate a checkpoint on the recipe's test set: multi-view fusion, top-1/top-5 per head and fused."""
     from clipadapt.engine.tasks import evaluate_checkpoint
 
+    from clipadapt.config import require_data
+
     loaded = _load(recipe, overrides)
+    require_data(loaded, (split,))
     metrics = evaluate_checkpoint(loaded, checkpoint, split)
     console.print(_metrics_table(f"{loaded.name}: {metrics.get('num_videos', 0)} videos, {loaded.eval.clips}×{loaded.eval.crops} views", metrics))
 
@@ -430,7 +463,9 @@ def zeroshot(
     if checkpoint is not None and "=" in checkpoint.name:  # no checkpoint given: that was an override
         overrides, checkpoint = [str(checkpoint), *(overrides or [])], None
     loaded = _load(recipe, overrides)
-    chosen = [int(s) for s in splits.split(",") if s.strip()] if loaded.data.dataset in ("ucf101", "hmdb51") else [loaded.data.split]
+    from clipadapt.config import dataset_source
+
+    chosen = [int(s) for s in splits.split(",") if s.strip()] if dataset_source(loaded).official_splits else [loaded.data.split]
     result = zero_shot(loaded, checkpoint, chosen)
     table = Table(title=f"{loaded.name}: zero-shot")
     with_top5 = all(m.get("num_classes", 6) > 5 for m in result["splits"].values())

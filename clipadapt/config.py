@@ -1,8 +1,11 @@
-"""Recipes: the typed schema, YAML loading with ``_base_`` inheritance, ``key=value`` overrides and
-a validator that lists every error with its key path.
+"""Recipes: the typed schema (pydantic), the checks beyond types, and loading with ``_base_``
+inheritance and ``key=value`` overrides (:mod:`clipadapt.recipe_files`).
 
 A recipe is a YAML file with the top-level keys of :class:`Recipe`. Missing keys take the
 defaults below (the M2-CLIP Kinetics-400 settings); ``adapters`` and ``heads`` must be given.
+Every error is reported at once, each with its key path and what is accepted; names picked from
+a registry (datasets, poolings, transforms, optimisers, precisions, adapters, heads) are checked
+against it, so a plugin that registers one is accepted like a built-in.
 
 Example:
     >>> from clipadapt.config import load_recipe
@@ -13,166 +16,204 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import importlib
-import inspect
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic_core import PydanticCustomError
+
+from clipadapt.recipe_checks import (
+    MAX_OPTION_INT,
+    check_beyond_types,
+    component_options,
+    dataset_source,
+    estimate_parameters,
+    import_plugins,
+    registries,
+)
+from clipadapt.recipe_checks import did_you_mean as _did_you_mean
+from clipadapt.recipe_checks import got as _got
+from clipadapt.recipe_checks import value_at as _value_at
+from clipadapt.recipe_files import (
+    Error,
+    RecipeError,
+    apply_overrides,
+    apply_overrides_collecting,
+    builtin_recipes,
+    load_with_bases,
+    resolve_recipe_path,
+)
 
 __all__ = [
-    "Recipe",
-    "ModelCfg",
-    "AdapterCfg",
-    "VideoCfg",
-    "HeadCfg",
-    "DataCfg",
-    "OptimCfg",
-    "ScheduleCfg",
-    "EvalCfg",
-    "ZeroShotCfg",
-    "Error",
-    "RecipeError",
-    "load_recipe",
-    "load_recipe_dict",
-    "validate",
-    "from_dict",
-    "apply_overrides",
-    "builtin_recipes",
-    "resolve_recipe_path",
-    "require_data",
-    "to_yaml",
+    "Recipe", "ModelCfg", "AdapterCfg", "VideoCfg", "HeadCfg", "DataCfg", "OptimCfg", "ScheduleCfg", "EvalCfg",
+    "ZeroShotCfg", "Error", "RecipeError", "load_recipe", "load_recipe_dict", "validate", "from_dict",
+    "apply_overrides", "builtin_recipes", "resolve_recipe_path", "require_data", "to_yaml", "import_plugins",
+    "recipe_json_schema", "registries", "dataset_source", "component_options", "estimate_parameters", "MAX_OPTION_INT",
 ]
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
-OFFICIAL_SPLITS = ("ssv2", "ucf101", "hmdb51")  # datasets read from their official annotation folder
+# ----------------------------------------------------------------------------------------------
+# Value types
 
-Precision = Literal["fp32", "bf16", "fp16"]
+
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; accept such strings where a number goes."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # True == 1 would pass as a choice of 1
+        raise PydanticCustomError("bool_for_number", "a boolean is not a number")
+    return value
+
+
+def real(**bounds) -> Any:
+    """A finite float (ints and YAML 1.1 strings such as ``1e-3`` accepted) within `bounds`."""
+    return Annotated[float, Field(allow_inf_nan=False, **bounds), BeforeValidator(_yaml_number)]
+
+
+def whole(**bounds) -> Any:
+    return Annotated[int, Field(**bounds)]
+
+
+def _registered(registry: str, description: str) -> Any:
+    """A name looked up in a registry when the recipe is validated (not fixed by the schema)."""
+    return Annotated[str, Field(description=description, json_schema_extra={"x-registry": registry})]
+
+
+Crops = Annotated[Literal[1, 3, 4], BeforeValidator(_no_bool)]
+Sampling = Literal["dense", "segments"]
+Options = Annotated[dict[str, Any], Field(description="the component's own keyword arguments")]
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors, values are not coerced (``"8"`` is not 8)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+
+    def to_dict(self) -> dict:
+        """The section as plain dicts and lists."""
+        return self.model_dump()
+
+    def get(self, key: str, default: Any = None) -> Any:  # sections read like the mappings they came from
+        return getattr(self, key, default)
 
 
 # ----------------------------------------------------------------------------------------------
 # The schema
 
 
-@dataclass
-class ModelCfg:
+class ModelCfg(Section):
     """Which CLIP to build: ``family`` / ``arch`` / ``weights`` (or a ``config`` dict for a tiny one)."""
 
     family: Literal["open_clip", "openai_clip", "hf", "timm"] = "open_clip"
-    arch: str = "ViT-B-16"
-    weights: str | None = "openai"
-    config: dict | None = None
-    trainable: list[str] = field(default_factory=list)
+    arch: str = Field("ViT-B-16", description="the family's architecture name (open_clip config name, ...)")
+    weights: str | None = Field("openai", description="null (random), a pretrained tag, or a local weights file")
+    config: dict[str, Any] | None = Field(None, description="a tiny or custom model's configuration (arch ignored)")
+    trainable: list[str] = Field(default_factory=list, description="extra parameter-name globs to unfreeze")
     grad_checkpointing: bool = False
-    precision_frozen: Literal["bf16", "fp16"] | None = None
+    precision_frozen: Literal["bf16", "fp16"] | None = Field(None, description="dtype of the frozen weights")
 
 
-@dataclass
-class AdapterCfg:
+class AdapterCfg(Section):
     """One ``clipadapt.inject`` call: ``inject(model, name, tower=, layers=, site=, **options)``."""
 
-    name: str = field(metadata={"required": True, "registry": "adapters"})
+    name: _registered("adapters", "a registered adapter (clipadapt ls adapters)")
     tower: Literal["visual", "text"] = "visual"
     layers: Union[Literal["all"], int, list[int]] = "all"
-    site: Union[str, list[str], None] = field(default=None, metadata={"sites": True})
-    options: dict = field(default_factory=dict)
-    lr_mult: float = field(default=1.0, metadata={"min": 0})
+    site: Union[str, list[str], None] = None
+    options: Options = Field(default_factory=dict)
+    lr_mult: real(ge=0) = 1.0
 
 
-@dataclass
-class VideoCfg:
+class VideoCfg(Section):
     """How frames become a video: temporal ``pooling`` and the prompt ``templates``."""
 
-    pooling: Literal["mean", "conv"] = "conv"
-    templates: list[str] = field(default_factory=lambda: ["a video of {}"])
+    pooling: _registered("poolings", "temporal pooling: mean, conv (M2-CLIP's pooling adapter) or a registered one") = "conv"
+    templates: list[str] = Field(default_factory=lambda: ["a video of {}"], min_length=1, max_length=1000)
 
 
-@dataclass
-class HeadCfg:
+class HeadCfg(Section):
     """One decoder head: registered ``name``, loss ``weight``, ``options``, ``lr_mult``."""
 
-    name: str = field(metadata={"required": True, "registry": "heads"})
-    weight: float = field(default=1.0, metadata={"min": 0})
-    options: dict = field(default_factory=dict)
-    lr_mult: float = field(default=1.0, metadata={"min": 0})
+    name: _registered("heads", "a registered head (clipadapt ls heads)")
+    weight: real(ge=0) = 1.0
+    options: Options = Field(default_factory=dict)
+    lr_mult: real(ge=0) = 1.0
 
 
-@dataclass
-class DataCfg:
+class DataCfg(Section):
     """Dataset, clip sampling, augmentation and batch settings."""
 
-    dataset: Literal["list", "k400", "ssv2", "ucf101", "hmdb51", "synthetic"] = "list"
-    root: str | None = field(default=None, metadata={"path": True})
-    train_list: str | None = field(default=None, metadata={"path": True})
-    val_list: str | None = field(default=None, metadata={"path": True})
-    test_list: str | None = field(default=None, metadata={"path": True})
-    label_map: str | None = field(default=None, metadata={"path": True})
-    annotations: str | None = field(default=None, metadata={"path": True})
-    split: int = field(default=1, metadata={"min": 1, "max": 3})
-    num_classes: int = field(default=400, metadata={"min": 1})
-    frames: int = field(default=8, metadata={"min": 1})
-    sampling: Literal["dense", "segments"] = "dense"
-    stride: int = field(default=16, metadata={"min": 1})
-    size: int = field(default=224, metadata={"min": 1})
-    train_aug: Literal["k400", "ssv2", "none"] = "k400"
-    batch_size: int = field(default=72, metadata={"min": 1})
-    accumulate: int = field(default=1, metadata={"min": 1})
-    num_workers: int = field(default=8, metadata={"min": 0})
+    dataset: _registered("datasets", "list, k400, ssv2, ucf101, hmdb51, synthetic or a registered one") = "list"
+    root: str | None = None
+    train_list: str | None = None
+    val_list: str | None = None
+    test_list: str | None = None
+    label_map: str | None = None
+    annotations: str | None = None
+    split: whole(ge=1, le=3) = 1
+    num_classes: whole(ge=1, le=1 << 20) = 400
+    frames: whole(ge=1, le=1024) = 8
+    sampling: Sampling = "dense"
+    stride: whole(ge=1, le=4096) = 16
+    size: whole(ge=1, le=4096) = 224
+    train_aug: _registered("transforms", "k400, ssv2, none or a registered training transform") = "k400"
+    batch_size: whole(ge=1, le=1 << 16) = 72
+    accumulate: whole(ge=1, le=1 << 16) = 1
+    num_workers: whole(ge=0, le=512) = 8
     on_error: Literal["skip", "raise"] = "skip"
-    synthetic: dict = field(default_factory=dict, metadata={"kwargs_of": "clipadapt.data.synthetic:generate"})
+    synthetic: dict[str, Any] = Field(default_factory=dict, description="arguments of clipadapt.data.synthetic.generate")
 
 
-@dataclass
-class OptimCfg:
-    """AdamW settings; the learning rate of a group is ``lr × lr_mult``."""
+class OptimCfg(Section):
+    """Optimiser settings; the learning rate of a group is ``lr × lr_mult``."""
 
-    name: Literal["adamw"] = "adamw"
-    lr: float = field(default=2.8125e-4, metadata={"min": 0})
-    weight_decay: float = field(default=0.01, metadata={"min": 0})
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"length": 2})
-    eps: float = field(default=1.0e-8, metadata={"min": 0})
-    clip_grad: float | None = field(default=None, metadata={"min": 0})
+    name: _registered("optimizers", "adamw or a registered optimiser") = "adamw"
+    lr: real(ge=0) = 2.8125e-4
+    weight_decay: real(ge=0) = 0.01
+    betas: Annotated[list[real(ge=0, lt=1)], Field(min_length=2, max_length=2)] = Field(default_factory=lambda: [0.9, 0.999])
+    eps: real(ge=0) = 1.0e-8
+    clip_grad: real(gt=0) | None = None
 
 
-@dataclass
-class ScheduleCfg:
+class ScheduleCfg(Section):
     """Epochs, per-iteration linear warm-up then cosine to ``min_lr``, checkpoint frequency."""
 
-    epochs: int = field(default=12, metadata={"min": 1})
-    warmup_epochs: float = field(default=2, metadata={"min": 0})
-    min_lr: float = field(default=0.0, metadata={"min": 0})
-    checkpoint_every: int = field(default=0, metadata={"min": 0})
+    epochs: whole(ge=1, le=100_000) = 12
+    warmup_epochs: real(ge=0) = 2
+    min_lr: real(ge=0) = 0.0
+    checkpoint_every: whole(ge=0) = 0
 
 
-@dataclass
-class ZeroShotCfg:
+class ZeroShotCfg(Section):
     """Views used for zero-shot evaluation."""
 
-    sampling: Literal["dense", "segments"] = "segments"
-    clips: int = field(default=1, metadata={"min": 1})
-    crops: Literal[1, 3, 4] = 1
+    sampling: Sampling = "segments"
+    clips: whole(ge=1, le=64) = 1
+    crops: Crops = 1
 
 
-@dataclass
-class EvalCfg:
+class EvalCfg(Section):
     """Evaluation frequency, views, and the two fusions: over views (``view_fusion``) and over
     heads (``fuse_heads``, reported as ``fused/top1``)."""
 
-    every: int = field(default=1, metadata={"min": 0})
-    clips: int = field(default=3, metadata={"min": 1})
-    crops: Literal[1, 3, 4] = 4
+    every: whole(ge=0) = 1
+    clips: whole(ge=1, le=64) = 3
+    crops: Crops = 4
     view_fusion: Literal["mean_prob", "mean_logit", "max"] = "mean_prob"
-    fuse_heads: list[str] = field(default_factory=lambda: ["vc", "cmc"])
+    fuse_heads: list[str] = Field(default_factory=lambda: ["vc", "cmc"], description="heads averaged into fused/top1")
     heads: list[str] | None = None
-    zero_shot: ZeroShotCfg = field(default_factory=ZeroShotCfg)
+    zero_shot: ZeroShotCfg = Field(default_factory=ZeroShotCfg)
 
 
-@dataclass
-class Recipe:
+class Recipe(Section):
     """A whole recipe. ``name`` is the file's stem (not a key); ``to_dict()`` gives the plain form.
 
     Example:
@@ -181,554 +222,208 @@ class Recipe:
         12
     """
 
-    model: ModelCfg = field(default_factory=ModelCfg)
-    adapters: list[AdapterCfg] = field(default_factory=list, metadata={"required": True})
-    video: VideoCfg = field(default_factory=VideoCfg)
-    heads: list[HeadCfg] = field(default_factory=list, metadata={"required": True, "nonempty": True})
-    data: DataCfg = field(default_factory=DataCfg)
-    optim: OptimCfg = field(default_factory=OptimCfg)
-    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
-    precision: Precision = "bf16"
-    eval: EvalCfg = field(default_factory=EvalCfg)
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    adapters: list[AdapterCfg]
+    video: VideoCfg = Field(default_factory=VideoCfg)
+    heads: Annotated[list[HeadCfg], Field(min_length=1)]
+    data: DataCfg = Field(default_factory=DataCfg)
+    optim: OptimCfg = Field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = Field(default_factory=ScheduleCfg)
+    precision: _registered("precisions", "fp32, bf16 (autocast) or fp16 (autocast + GradScaler)") = "bf16"
+    eval: EvalCfg = Field(default_factory=EvalCfg)
     output_dir: str = "runs/${name}"
-    seed: int = 0
+    seed: whole(ge=0, lt=1 << 63) = 0
     resume: str | None = "auto"
-    plugins: list[str] = field(default_factory=list)
-    compare: dict[str, list[str]] = field(default_factory=dict)
-    name: str = field(default="recipe", metadata={"internal": True})
+    plugins: list[str] = Field(default_factory=list, description="modules (or .py files) that register components")
+    compare: dict[str, list[str]] = Field(default_factory=dict, description="variant name -> key=value overrides")
+    _name: str = PrivateAttr("recipe")
 
-    def to_dict(self) -> dict:
-        """The recipe as plain dicts and lists (what ``build_from_recipe`` and checkpoints take)."""
-        data = dataclasses.asdict(self)
-        data.pop("name")
-        return data
+    @property
+    def name(self) -> str:
+        return self._name
 
-
-# ----------------------------------------------------------------------------------------------
-# Errors
-
-
-@dataclass(frozen=True)
-class Error:
-    """One problem of a recipe: the dotted key ``path`` and a ``message`` saying what is accepted."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path or '<recipe>'}: {self.message}"
-
-
-class RecipeError(ValueError):
-    """A recipe could not be loaded; the message lists every error, one per line.
-
-    Example:
-        >>> try:
-        ...     load_recipe("m2clip_k400", ["optim.lr=fast"])
-        ... except RecipeError as error:
-        ...     print(error.errors[0].path)
-        optim.lr
-    """
-
-    def __init__(self, errors: list[Error], source: str = "recipe"):
-        self.errors = list(errors)
-        lines = [f"{source}: {len(self.errors)} error(s)"] + [str(e) for e in self.errors]
-        super().__init__("\n".join(lines))
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
 
 # ----------------------------------------------------------------------------------------------
-# Files, inheritance, overrides
+# From pydantic's errors to ours: key path, what is accepted, did-you-mean
 
 
-def builtin_recipes() -> dict[str, Path]:
-    """Built-in recipes by name (``clipadapt ls recipes``).
-
-    Example:
-        >>> "m2clip_k400" in builtin_recipes()
-        True
-    """
-    return {path.stem: path for path in sorted(RECIPES_DIR.glob("*.yaml"))}
+def _bare(hint: Any) -> Any:
+    while get_origin(hint) is Annotated:
+        hint = get_args(hint)[0]
+    return hint
 
 
-def resolve_recipe_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    """A recipe file: a path (relative to `relative_to` or the working directory) or a built-in name.
-
-    Example:
-        >>> resolve_recipe_path("m2clip_k400").name
-        'm2clip_k400.yaml'
-    """
-    text = str(name_or_path)
-    candidates = [Path(text)] if relative_to is None else [relative_to / text]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    builtin = builtin_recipes()
-    stem = text[: -len(".yaml")] if text.endswith(".yaml") else text
-    if stem in builtin and "/" not in stem:
-        return builtin[stem]
-    close = difflib.get_close_matches(stem, list(builtin), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    where = f" (relative to {relative_to})" if relative_to else ""
-    raise RecipeError(
-        [Error("_base_" if relative_to else "", f"no recipe file {text!r}{where} and no built-in recipe of that name; "
-               f"built-in: {', '.join(builtin) or '(none)'}{hint}")],
-        source=text,
-    )
+def _is_union(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType)
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = yaml.safe_load(file)
-    except yaml.YAMLError as error:
-        raise RecipeError([Error("", f"not valid YAML: {' '.join(str(error).split())}")], source=str(path)) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RecipeError([Error("", f"a recipe is a mapping of keys, got {type(data).__name__}")], source=str(path))
-    return data
-
-
-def _merge(base: Any, child: Any) -> Any:
-    """Deep merge of mappings; anything else (lists included) in `child` replaces `base`."""
-    if isinstance(base, dict) and isinstance(child, dict):
-        merged = dict(base)
-        for key, value in child.items():
-            merged[key] = _merge(base[key], value) if key in base else value
-        return merged
-    return child
-
-
-def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict:
-    if path in chain:
-        cycle = " -> ".join(p.name for p in (*chain, path))
-        raise RecipeError([Error("_base_", f"inheritance cycle: {cycle}")], source=str(chain[0]))
-    data = _read_yaml(path)
-    bases = data.pop("_base_", None)
-    if bases is None:
-        return data
-    if isinstance(bases, str):
-        bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise RecipeError([Error("_base_", f"expected a file or recipe name (or a list of them), got {bases!r}")], source=str(path))
-    merged: dict = {}
-    for base in bases:
-        merged = _merge(merged, _load_with_bases(resolve_recipe_path(base, path.parent), (*chain, path)))
-    return _merge(merged, data)
-
-
-def _parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise RecipeError([Error(text, "an override is key=value with a dotted key, e.g. optim.lr=3e-4")], source="overrides")
-    key, _, raw = text.partition("=")
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise RecipeError([Error(key, f"override {text!r} needs a dotted key such as data.frames")], source="overrides")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw  # not YAML: keep the text as a string
-    return key.split("."), value
-
-
-def _apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> tuple[dict, list[Error]]:
-    import copy
-
-    data = copy.deepcopy(data)
-    errors: list[Error] = []
-    for text in overrides:
-        try:
-            parts, value = _parse_override(text)
-        except RecipeError as error:
-            errors.extend(error.errors)
-            continue
-        node: Any = data
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            where = ".".join(parts[: depth + 1])
-            if isinstance(node, list):
-                if not (part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node)):
-                    errors.append(Error(where, f"{part!r} is not an index of this list of {len(node)} item(s) (0..{len(node) - 1})"))
-                    break
-                if last:
-                    node[int(part)] = value
-                else:
-                    node = node[int(part)]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    if not isinstance(node.get(part), (dict, list)):
-                        node[part] = {}
-                    node = node[part]
-            else:
-                errors.append(Error(".".join(parts[:depth]), f"is a {type(node).__name__}, it has no key {part!r}"))
-                break
-    return data, errors
-
-
-def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """`data` with each ``dotted.key=value`` set; values are parsed as YAML scalars or lists.
-
-    List items are addressed by index (``adapters.0.options.width=192``). Keys that do not exist
-    are set anyway and reported by :func:`validate`, with the closest known key.
-
-    Example:
-        >>> apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr=3e-4", "data.frames=16"])
-        {'optim': {'lr': 0.0003}, 'data': {'frames': 16}}
-    """
-    data, errors = _apply_overrides(data, overrides)
-    if errors:
-        raise RecipeError(errors, source="overrides")
-    return data
-
-
-def load_recipe_dict(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, str]:
-    """The merged raw mapping of a recipe (bases and overrides applied, not validated) and its name.
-
-    Example:
-        >>> data, name = load_recipe_dict("m2clip_k400", ["seed=3"])
-        >>> data["seed"], name
-        (3, 'm2clip_k400')
-    """
-    path = resolve_recipe_path(name_or_path)
-    return apply_overrides(_load_with_bases(path), list(overrides)), path.stem
-
-
-def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Load, merge, override and validate a recipe; raise :class:`RecipeError` listing every error.
-
-    Args:
-        name_or_path: a YAML file or the name of a built-in recipe (``clipadapt ls recipes``).
-        overrides: ``dotted.key=value`` strings applied after inheritance.
-
-    Example:
-        >>> load_recipe("m2clip_k400", ["data.frames=16"]).data.frames
-        16
-    """
-    path = resolve_recipe_path(name_or_path)
-    data, errors = _apply_overrides(_load_with_bases(path), list(overrides))
-    errors += validate(data)
-    name = path.stem
-    if errors:
-        raise RecipeError(errors, source=str(name_or_path))
-    return from_dict(data, name=name, validated=True)
-
-
-def to_yaml(recipe: Recipe) -> str:
-    """The recipe as YAML text (stored in checkpoints and run folders).
-
-    Example:
-        >>> "optim:" in to_yaml(load_recipe("m2clip_k400"))
-        True
-    """
-    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation
-
-
-def _closest(name: Any, candidates: list[str]) -> str | None:
-    """The candidate `name` was most likely meant to be (a misspelling, or extra/missing characters)."""
-    name = str(name)
-    close = difflib.get_close_matches(name, candidates, n=1)
-    if close:
-        return close[0]
-    affixes = [c for c in candidates if name.startswith(c) or c.startswith(name) or name.endswith(c)]
-    if affixes:
-        return max(affixes, key=len)
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.4)
-    return close[0] if close else None
-
-
-def _did_you_mean(name: Any, candidates: list[str], end: str = "") -> str:
-    close = _closest(name, candidates)
-    return f"did you mean {close!r}?{end}" if close else ""
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+def _is_section(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
 
 
 def _describe(hint: Any) -> str:
+    hint = _bare(hint)
     origin, args = get_origin(hint), get_args(hint)
     if hint is type(None):
         return "null"
     if origin is Literal:
-        return "one of " + ", ".join(map(repr, args))
-    if origin in (Union, types.UnionType):
+        return "one of " + ", ".join(map(repr, args)) if len(args) > 1 else repr(args[0])
+    if _is_union(hint):
         return " or ".join(_describe(a) for a in args)
     if origin is list:
         return f"a list (each {_describe(args[0])})" if args else "a list"
-    if hint is dict or origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(hint):
+    if hint is dict or origin is dict or _is_section(hint):
         return "a mapping"
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, str(hint))
 
 
-def _got(value: Any) -> str:
-    shown = repr(value)
-    shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    return f"got {shown} ({type(value).__name__})"
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether `value` has the shape of `hint` (no recursion into dataclasses)."""
-    origin, args = get_origin(hint), get_args(hint)
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin is list:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    if hint is dict or origin is dict or dataclasses.is_dataclass(hint):
-        return isinstance(value, dict)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _coerce_number(value: Any, hint: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` (no dot) as a string; accept such strings where a number goes."""
-    accepts_float = hint is float or float in get_args(hint)
-    if accepts_float and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _check_value(value: Any, hint: Any, path: str, meta: dict, errors: list[Error]) -> Any:
-    value = _coerce_number(value, hint)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            errors.append(Error(path, f"expected a mapping with keys {', '.join(_field_names(hint))}, {_got(value)}"))
-            return value
-        return _check_mapping(value, hint, path, errors)
-    origin, args = get_origin(hint), get_args(hint)
-    list_arms = [a for a in args if get_origin(a) is list] if origin in (Union, types.UnionType) else []
-    if isinstance(value, list) and list_arms:  # e.g. layers: "all" | int | list[int] given a list
-        hint, origin, args = list_arms[0], list, get_args(list_arms[0])
-    list_item = args[0] if origin is list else None
-    if origin is list and dataclasses.is_dataclass(list_item):
-        if not isinstance(value, list):
-            errors.append(Error(path, f"expected a list of mappings, {_got(value)}"))
-            return value
-        return [_check_value(item, list_item, _join(path, i), {}, errors) for i, item in enumerate(value)]
-    if origin is list and isinstance(value, list):
-        value = [_check_value(item, list_item, _join(path, i), {}, errors) for i, item in enumerate(value)]
-        if "length" in meta and len(value) != meta["length"]:
-            errors.append(Error(path, f"expected {meta['length']} items, got {len(value)}"))
-        if meta.get("nonempty") and not value:
-            errors.append(Error(path, "must list at least one item"))
-        return value
-    if not _matches(value, hint):
-        literal = [a for a in (args if origin in (Union, types.UnionType) else (hint,)) if get_origin(a) is Literal]
-        choices = [c for lit in literal for c in get_args(lit)]
-        hint_text = _did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) and choices else ""
-        errors.append(Error(path, f"expected {_describe(hint)}, {_got(value)}" + (f"; {hint_text}" if hint_text else "")))
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "min" in meta and value < meta["min"]:
-            errors.append(Error(path, f"must be at least {meta['min']}, got {value}"))
-        if "max" in meta and value > meta["max"]:
-            errors.append(Error(path, f"must be at most {meta['max']}, got {value}"))
-    return value
-
-
-def _field_names(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-
-
-def _check_mapping(data: dict, cls, path: str, errors: list[Error]) -> dict:
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    checked = {}
-    for key, value in data.items():
-        if key not in fields:
-            hint = _did_you_mean(key, list(fields), " ")
-            errors.append(Error(_join(path, key), f"unknown key; {hint}accepted: {', '.join(fields)}"))
+def _resolve(loc: tuple) -> tuple[list, Any, Any, tuple | None]:
+    """(clean key path, the hint there, the section holding the last key, the union crossed) of a
+    pydantic error location. Union arms appear in locations as tags such as ``'list[int]'``; the
+    union is returned as (its key path, its hint, the tag)."""
+    hint: Any = Recipe
+    parts: list = []
+    parent: Any = None
+    union = None
+    items = list(loc)
+    while items:
+        hint = _bare(hint)
+        if _is_union(hint):
+            arms = [a for a in get_args(hint) if a is not type(None)]
+            if len(arms) > 1:  # a tagged union; X | None is reported as X
+                tag = str(items.pop(0))
+                union = union or (list(parts), hint, tag)
+                lists = [a for a in arms if get_origin(_bare(a)) is list]
+                arms = lists if tag.startswith("list") and lists else arms
+            hint = arms[0]
             continue
-        checked[key] = _check_value(value, hints[key], _join(path, key), dict(fields[key].metadata), errors)
-    for name, spec in fields.items():
-        if spec.metadata.get("required") and name not in data:
-            errors.append(Error(_join(path, name), f"required ({_describe(hints[name])})"))
-    return checked
-
-
-def _import_plugins(plugins: Any, errors: list[Error]) -> None:
-    if not isinstance(plugins, list):
-        return
-    for i, module in enumerate(plugins):
-        if not isinstance(module, str):
+        item = items.pop(0)
+        if item == "[key]":
             continue
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            errors.append(Error(f"plugins.{i}", f"cannot import plugin module {module!r}: {error}"))
+        parts.append(item)
+        if _is_section(hint):
+            parent = hint
+            field = hint.model_fields.get(item)
+            hint = field.annotation if field is not None else None
+        elif get_origin(hint) is list:
+            hint = get_args(hint)[0]
+        elif get_origin(hint) is dict:
+            hint = get_args(hint)[1] if get_args(hint) else Any
+        else:
+            hint = Any
+    return parts, hint, parent, union
 
 
-def _registries() -> dict:
-    """Registries to check names against; heads stay unchecked while none are registered."""
-    import clipadapt
+def _message(error: dict, hint: Any, parent: Any, value: Any) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        fields = list(parent.model_fields) if parent else []
+        hint_text = _did_you_mean(error["loc"][-1], fields, " ")
+        return f"unknown key; {hint_text}accepted: {', '.join(fields)}"
+    if kind == "missing":
+        return f"required ({_describe(hint)})"
+    if kind == "literal_error" and get_origin(_bare(hint)) is Literal:
+        choices = [str(c) for c in get_args(_bare(hint))]
+        close = _did_you_mean(value, choices) if isinstance(value, str) else ""
+        return f"expected {_describe(hint)}, {_got(value)}" + (f"; {close}" if close else "")
+    bounds = {"greater_than_equal": "at least {ge}", "greater_than": "above {gt}", "less_than_equal": "at most {le}",
+              "less_than": "below {lt}"}
+    if kind in bounds:
+        return f"must be {bounds[kind].format(**ctx)}, got {value!r}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {value!r}"
+    if kind == "too_short":
+        if ctx.get("min_length") == 1:
+            return "must list at least one item"
+        return f"expected at least {ctx.get('min_length')} items, got {ctx.get('actual_length')}"
+    if kind == "too_long":
+        return f"expected at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
+    if _is_section(_bare(hint)) and not isinstance(value, dict):
+        return f"expected a mapping with keys {', '.join(_bare(hint).model_fields)}, {_got(value)}"
+    if get_origin(_bare(hint)) is list and _is_section(get_args(_bare(hint))[0]) and not isinstance(value, list):
+        return f"expected a list of mappings, {_got(value)}"
+    return f"expected {_describe(hint)}, {_got(value)}"
 
+
+def _union_message(hint: Any, value: Any) -> str:
+    choices = [str(c) for arm in get_args(_bare(hint)) if get_origin(_bare(arm)) is Literal for c in get_args(_bare(arm))]
+    close = _did_you_mean(value, choices) if isinstance(value, str) and choices else ""
+    return f"expected {_describe(hint)}, {_got(value)}" + (f"; {close}" if close else "")
+
+
+def _schema_errors(data: dict) -> list[Error]:
+    """Every type, key and range error of `data` against :class:`Recipe`, in our words."""
     try:
-        import clipadapt.heads  # noqa: F401  (registers the built-in heads)
-    except ModuleNotFoundError as error:
-        if error.name not in ("clipadapt.heads",):
-            raise
-    registries = {"adapters": clipadapt.ADAPTERS}
-    if len(clipadapt.HEADS):
-        registries["heads"] = clipadapt.HEADS
-    return registries
+        Recipe.model_validate(data)
+    except ValidationError as failure:
+        errors: list[Error] = []
+        unions_seen: set[str] = set()
+        for error in failure.errors(include_url=False):
+            parts, hint, parent, union = _resolve(error["loc"])
+            if union is not None:
+                union_parts, union_hint, tag = union
+                union_value = _value_at(data, union_parts)
+                if isinstance(union_value, list) and not tag.startswith("list"):
+                    continue  # the scalar arms do not apply to a list; its list arm reports the item
+                if not isinstance(union_value, list):
+                    path = ".".join(map(str, union_parts))
+                    if path not in unions_seen:
+                        unions_seen.add(path)
+                        errors.append(Error(path, _union_message(union_hint, union_value)))
+                    continue
+            value = _value_at(data, parts)
+            path = ".".join(map(str, parts))
+            if error["type"] == "value_error":
+                errors.append(Error(path, str(error["msg"]).removeprefix("Value error, ")))
+            else:
+                errors.append(Error(path, _message(error, hint, parent, value)))
+        return errors
+    return []
 
 
-def _accepted_kwargs(func) -> set[str] | None:
-    """Keyword names `func` accepts, or None when it takes ``**kwargs``."""
-    parameters = inspect.signature(func).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return None
-    return {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+def _position(error: Error, order: list[str]) -> int:
+    top = error.path.split(".")[0]
+    return order.index(top) if top in order else -1
 
 
-def _check_kwargs(options: dict, accepted: set[str] | None, path: str, what: str, errors: list[Error]) -> None:
-    if accepted is None:
-        return
-    for key in options:
-        if key not in accepted:
-            hint = _did_you_mean(key, sorted(accepted), " ")
-            errors.append(Error(_join(path, key), f"not an option of {what}; {hint}accepted: {', '.join(sorted(accepted)) or '(none)'}"))
+def validate(cfg: dict | Recipe, *, plugins: bool = True, skipped: list[str] | None = None) -> list[Error]:
+    """Every error of a recipe mapping, each with its key path and what is accepted (empty: valid),
+    in the order of the recipe's sections.
 
-
-def _adapter_options(adapter_cls) -> set[str] | None:
-    from clipadapt.inject import adapter_options
-
-    return adapter_options(adapter_cls)
-
-
-def _check_components(checked: dict, errors: list[Error]) -> None:
-    from clipadapt.inject import SITES
-
-    registries = _registries()
-    for section, registry in registries.items():
-        entries = checked.get(section)
-        if not isinstance(entries, list):
-            continue
-        for i, entry in enumerate(entries):
-            name = entry.get("name") if isinstance(entry, dict) else None
-            if not isinstance(name, str):
-                continue
-            if name not in registry:
-                errors.append(Error(f"{section}.{i}.name", registry.unknown_message(name)))
-                continue
-            options = entry.get("options")
-            if section == "adapters" and isinstance(options, dict):
-                _check_kwargs(options, _adapter_options(registry.get(name)), f"{section}.{i}.options", f"adapter {name!r}", errors)
-            if section == "heads" and isinstance(options, dict):
-                _check_kwargs(options, registry.get(name).accepted_options(), f"{section}.{i}.options", f"head {name!r}", errors)
-    evaluation = checked.get("eval")
-    fuse_heads = evaluation.get("fuse_heads") if isinstance(evaluation, dict) else None
-    if "heads" in registries and isinstance(fuse_heads, list):
-        for i, name in enumerate(fuse_heads):
-            if isinstance(name, str) and name not in registries["heads"]:
-                errors.append(Error(f"eval.fuse_heads.{i}", registries["heads"].unknown_message(name)))
-    adapters = checked.get("adapters")
-    for i, entry in enumerate(adapters if isinstance(adapters, list) else []):
-        site = entry.get("site") if isinstance(entry, dict) else None
-        for one in [site] if isinstance(site, str) else site if isinstance(site, list) else []:
-            if isinstance(one, str) and one not in SITES:
-                hint = _did_you_mean(one, list(SITES))
-                errors.append(Error(f"adapters.{i}.site", f"{one!r} is not a site; accepted: {', '.join(SITES)} or null" + (f"; {hint}" if hint else "")))
-
-
-def _check_paths(checked: dict, errors: list[Error]) -> None:
-    data = checked.get("data")
-    if isinstance(data, dict):
-        for f in dataclasses.fields(DataCfg):
-            value = data.get(f.name)
-            if f.name == "root" and data.get("dataset") == "synthetic":
-                continue  # where the synthetic data will be written
-            if f.metadata.get("path") and isinstance(value, str) and not Path(value).exists():
-                errors.append(Error(f"data.{f.name}", f"{value!r} does not exist"))
-        synthetic = data.get("synthetic")
-        if isinstance(synthetic, dict) and synthetic:
-            from clipadapt.data.synthetic import generate
-
-            accepted = _accepted_kwargs(generate)
-            _check_kwargs(synthetic, None if accepted is None else accepted - {"out_dir"}, "data.synthetic", "clipadapt.data.synthetic.generate", errors)
-    resume = checked.get("resume")
-    if isinstance(resume, str) and resume != "auto" and not Path(resume).is_file():
-        errors.append(Error("resume", f"checkpoint {resume!r} does not exist; accepted: auto, null or a checkpoint file"))
-    model = checked.get("model")
-    weights = model.get("weights") if isinstance(model, dict) else None
-    if isinstance(weights, str) and ("/" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))):
-        if not Path(weights).is_file():
-            errors.append(Error("model.weights", f"weights file {weights!r} does not exist; accepted: null, a pretrained tag or a file"))
-
-
-def _check_consistency(checked: dict, errors: list[Error]) -> None:
-    schedule = checked.get("schedule")
-    if isinstance(schedule, dict):
-        warmup, epochs = schedule.get("warmup_epochs", 2), schedule.get("epochs", 12)
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (warmup, epochs)) and warmup > epochs:
-            errors.append(Error("schedule.warmup_epochs", f"warm-up ({warmup}) is longer than the run ({epochs} epochs)"))
-    data = checked.get("data")
-    if isinstance(data, dict):
-        batch, accumulate = data.get("batch_size", 72), data.get("accumulate", 1)
-        if isinstance(batch, int) and isinstance(accumulate, int) and accumulate > 0 and batch % accumulate:
-            errors.append(Error("data.accumulate", f"batch_size {batch} is not divisible by accumulate {accumulate}"))
-
-
-def validate(cfg: dict | Recipe) -> list[Error]:
-    """Every error of a recipe mapping, each with its key path and what is accepted (empty: valid).
-
-    Imports the recipe's ``plugins`` first, so the names they register are known.
+    Imports the recipe's ``plugins`` first, so the names they register are known. With
+    ``plugins=False`` they are not imported, and the names only they could register are not
+    checked: each such check is described in `skipped` instead.
 
     Example:
         >>> errors = validate({"adapters": [{"name": "ted", "sitee": "pre_mlp"}], "heads": [{"name": "vc"}], "precision": "bf17"})
-        >>> list(map(str, errors))[:2]  # doctest: +NORMALIZE_WHITESPACE
+        >>> list(map(str, errors))  # doctest: +NORMALIZE_WHITESPACE
         ["adapters.0.sitee: unknown key; did you mean 'site'? accepted: name, tower, layers, site, options, lr_mult",
-         "precision: expected one of 'fp32', 'bf16', 'fp16', got 'bf17' (str); did you mean 'bf16'?"]
+         "precision: unknown precision 'bf17'; known: bf16, fp16, fp32. Did you mean 'bf16'?"]
     """
     if isinstance(cfg, Recipe):
         cfg = cfg.to_dict()
     if not isinstance(cfg, dict):
         return [Error("", f"a recipe is a mapping of keys, {_got(cfg)}")]
-    errors: list[Error] = []
+    skipped = [] if skipped is None else skipped
     cfg = {k: v for k, v in cfg.items() if k != "_base_"}
-    _import_plugins(cfg.get("plugins"), errors)
-    checked = _check_mapping(cfg, Recipe, "", errors)
-    _check_components(checked, errors)
-    _check_paths(checked, errors)
-    _check_consistency(checked, errors)
-    return errors
+    listed = cfg.get("plugins")
+    errors: list[Error] = []
+    if plugins:
+        errors += import_plugins(listed)
+    elif isinstance(listed, list) and listed:
+        skipped.append(f"plugins {', '.join(map(str, listed))} not imported: the names and options they register are not checked")
+    errors += _schema_errors(cfg)
+    check_beyond_types(cfg, not plugins and bool(listed), errors, skipped)
+    order = list(Recipe.model_fields)
+    return sorted(errors, key=lambda e: _position(e, order))
 
 
-def _build(cls, data: dict):
-    hints = get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        value = _coerce_number(value, hint)
-        if dataclasses.is_dataclass(hint):
-            value = _build(hint, value)
-        elif get_origin(hint) is list and dataclasses.is_dataclass(get_args(hint)[0]):
-            value = [_build(get_args(hint)[0], item) for item in value]
-        elif get_origin(hint) is list and isinstance(value, list):
-            value = [_coerce_number(v, get_args(hint)[0]) for v in value]
-        if hint is float and isinstance(value, int):
-            value = float(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+# ----------------------------------------------------------------------------------------------
+# Building and loading
 
 
 def from_dict(data: dict, name: str = "recipe", *, validated: bool = False) -> Recipe:
@@ -744,29 +439,107 @@ def from_dict(data: dict, name: str = "recipe", *, validated: bool = False) -> R
         errors = validate(data)
         if errors:
             raise RecipeError(errors, source=name)
-    recipe = _build(Recipe, data)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError:
+        raise RecipeError(_schema_errors(data), source=name) from None
     recipe.name = name
     recipe.output_dir = recipe.output_dir.replace("${name}", name)
     return recipe
 
 
+def load_recipe_dict(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, str]:
+    """The merged raw mapping of a recipe (bases and overrides applied, not validated) and its name.
+
+    Example:
+        >>> data, name = load_recipe_dict("m2clip_k400", ["seed=3"])
+        >>> data["seed"], name
+        (3, 'm2clip_k400')
+    """
+    path = resolve_recipe_path(name_or_path)
+    return apply_overrides(load_with_bases(path), list(overrides)), path.stem
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, plugins: bool = True) -> Recipe:
+    """Load, merge, override and validate a recipe; raise :class:`RecipeError` listing every error.
+
+    Args:
+        name_or_path: a YAML file or the name of a built-in recipe (``clipadapt ls recipes``).
+        overrides: ``dotted.key=value`` strings applied after inheritance.
+        plugins: import the recipe's ``plugins`` (see :func:`validate`).
+
+    Example:
+        >>> load_recipe("m2clip_k400", ["data.frames=16"]).data.frames
+        16
+    """
+    path = resolve_recipe_path(name_or_path)
+    data, errors = apply_overrides_collecting(load_with_bases(path), list(overrides))
+    errors += validate(data, plugins=plugins)
+    if errors:
+        raise RecipeError(errors, source=str(name_or_path))
+    return from_dict(data, name=path.stem, validated=True)
+
+
+def to_yaml(recipe: Recipe) -> str:
+    """The recipe as YAML text (stored in checkpoints and run folders).
+
+    Example:
+        >>> "optim:" in to_yaml(load_recipe("m2clip_k400"))
+        True
+    """
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+
+
 def require_data(recipe: Recipe, splits: tuple[str, ...] = ("train", "val")) -> None:
-    """Raise :class:`RecipeError` naming every data path a run needs but the recipe leaves null.
+    """Raise :class:`RecipeError` naming every data path a run of `splits` needs but the recipe
+    leaves null (which paths, the recipe's dataset source says).
 
     Example:
         >>> require_data(from_dict({"adapters": [], "heads": [{"name": "vc"}], "data": {"dataset": "synthetic"}}))
     """
-    data = recipe.data
-    if data.dataset == "synthetic":
-        return
-    if data.dataset in OFFICIAL_SPLITS:  # official annotation folders name every split
-        needed = ["root", "annotations"]
-    else:
-        needed = (["root"] if data.dataset == "k400" else []) + [f"{split}_list" for split in splits]
+    source = dataset_source(recipe)
+    needed = list(dict.fromkeys(key for split in splits for key in source.required(recipe.data, split)))
     errors = [
-        Error(f"data.{key}", f"a {data.dataset!r} run needs this path; set it in the recipe or as data.{key}=PATH")
+        Error(f"data.{key}", f"a {recipe.data.dataset!r} run needs this path; set it in the recipe or as data.{key}=PATH")
         for key in needed
-        if getattr(data, key) is None
+        if getattr(recipe.data, key) is None
     ]
     if errors:
         raise RecipeError(errors, source=recipe.name)
+
+
+def recipe_json_schema() -> dict:
+    """The JSON Schema of a recipe file (``clipadapt schema``), for editors to complete and check
+    keys; names looked up in registries list the ones registered now (plugins may add more).
+
+    Example:
+        >>> schema = recipe_json_schema()
+        >>> sorted(schema["properties"])[:3], "k400" in str(schema["$defs"]["DataCfg"]["properties"]["dataset"])
+        (['_base_', 'adapters', 'compare'], True)
+    """
+    schema = Recipe.model_json_schema()
+    known = registries()
+
+    def fill(node: Any) -> None:
+        if isinstance(node, dict):
+            kind = node.pop("x-registry", None)
+            if kind is not None:
+                node["anyOf"] = [{"enum": known[kind].names()}, {"type": "string"}]
+                node.pop("type", None)
+            if node.get("additionalProperties") is False and "properties" in node:  # child recipes may replace a mapping
+                node["properties"]["_delete_"] = {"type": "boolean", "description": "replace the base recipe's mapping instead of merging"}
+            for value in node.values():
+                fill(value)
+        elif isinstance(node, list):
+            for value in node:
+                fill(value)
+
+    fill(schema)
+    schema["properties"].pop("_delete_")  # replaces mappings inside a recipe, not the recipe itself
+    schema["properties"]["_base_"] = {"description": "recipes to start from: a built-in name or a path relative to this file",
+                                      "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    schema["if"] = {"not": {"required": ["_base_"]}}  # a recipe with a base may leave adapters and heads to it
+    schema["then"] = {"required": schema.pop("required")}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "clipadapt recipe"
+    return schema

@@ -1,4 +1,5 @@
-"""One small generic registry, used for adapters, heads, backbones and recipes.
+"""One small generic registry, used for adapters, heads, backbones and every named piece a recipe
+picks: datasets, temporal poolings, training transforms, optimisers and precisions.
 
 Example:
     >>> from clipadapt.registry import Registry
@@ -88,6 +89,11 @@ class Registry(Generic[T]):
 ADAPTERS: Registry = Registry("adapter")
 HEADS: Registry = Registry("head")
 BACKBONES: Registry = Registry("backbone")
+DATASETS: Registry = Registry("dataset")
+POOLINGS: Registry = Registry("pooling")
+TRANSFORMS: Registry = Registry("training transform")
+OPTIMIZERS: Registry = Registry("optimiser")
+PRECISIONS: Registry = Registry("precision")
 
 
 def register_adapter(name: str, *, override: bool = False):
@@ -111,3 +117,27 @@ def register_head(name: str, *, override: bool = False):
 def register_backbone(name: str, *, override: bool = False):
     """Register a backbone spec class under `name` (see `clipadapt.backbones`)."""
     return BACKBONES.register(name, override=override)
+
+
+def register_dataset(name: str, *, override: bool = False):
+    """Register a :class:`clipadapt.data.recipe.DatasetSource` subclass so recipes accept
+    ``data.dataset: name`` (see the Recipes page for a whole example)."""
+    return DATASETS.register(name, override=override)
+
+
+def register_pooling(name: str, *, override: bool = False):
+    """Register a temporal pooling factory ``(dim, width) -> nn.Module`` for ``video.pooling: name``;
+    the module maps per-frame embeddings ``(B, T, E)`` to ``(frames (B, T, E), video (B, E))``."""
+    return POOLINGS.register(name, override=override)
+
+
+def register_transform(name: str, *, override: bool = False):
+    """Register a training transform factory ``(size) -> transform | None`` for ``data.train_aug: name``;
+    the transform maps a uint8 clip ``(T, 3, H, W)`` and a generator to float ``(T, 3, size, size)``."""
+    return TRANSFORMS.register(name, override=override)
+
+
+def register_optimizer(name: str, *, override: bool = False):
+    """Register an optimiser factory ``(param_groups, optim_cfg) -> torch.optim.Optimizer`` for
+    ``optim.name: name``; each group already carries its ``lr`` (``optim.lr × lr_mult``)."""
+    return OPTIMIZERS.register(name, override=override)

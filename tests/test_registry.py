@@ -24,3 +24,77 @@ def test_registering_a_taken_name_is_an_error_unless_overridden():
 def test_builtin_adapters_and_backbones_are_registered():
     assert {"ted", "bottleneck"} <= set(clipadapt.ADAPTERS.names())
     assert {"open_clip", "openai_clip", "hf", "timm"} <= set(clipadapt.BACKBONES.names())
+
+
+def test_every_name_a_recipe_picks_has_its_builtin_entries_registered():
+    from clipadapt.config import registries
+
+    known = registries()
+    assert {"list", "k400", "ssv2", "ucf101", "hmdb51", "synthetic"} <= set(known["datasets"].names())
+    assert {"mean", "conv"} <= set(known["poolings"].names())
+    assert {"k400", "ssv2", "none"} <= set(known["transforms"].names())
+    assert "adamw" in known["optimizers"] and {"fp32", "bf16", "fp16"} <= set(known["precisions"].names())
+
+
+PLUGIN = '''
+import torch
+import clipadapt
+from clipadapt.adapters.temporal_pool import TemporalPooling
+from clipadapt.data.datasets import Annotations, Entry
+from clipadapt.data.recipe import DatasetSource
+
+
+@clipadapt.register_dataset("one_folder")
+class OneFolder(DatasetSource):
+    """Every .mp4 under data.root, all of class 0."""
+
+    paths = ("root",)
+
+    def read(self, recipe, split):
+        from pathlib import Path
+
+        return Annotations([Entry(str(p), 0) for p in sorted(Path(recipe.data.root).rglob("*.mp4"))], ["thing"])
+
+
+@clipadapt.register_pooling("last_frame")
+class LastFrame(torch.nn.Module):
+    def __init__(self, dim, width=None):
+        super().__init__()
+
+    def forward(self, frames):
+        return frames, frames[:, -1]
+
+
+@clipadapt.register_transform("flip_only")
+def flip_only(size):
+    return None
+
+
+@clipadapt.register_optimizer("plain_sgd")
+def plain_sgd(groups, optim_cfg):
+    return torch.optim.SGD(groups, lr=optim_cfg.lr)
+'''
+
+
+def test_a_plugin_file_adds_a_dataset_pooling_transform_and_optimizer(tmp_path):
+    import torch
+
+    from clipadapt.config import load_recipe, validate
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.data.synthetic import generate
+    from clipadapt.engine.optim import build_optimizer
+    from clipadapt.models import build_from_recipe
+
+    (tmp_path / "toy_components.py").write_text(PLUGIN)
+    made = generate(tmp_path / "videos", num_classes=2, train_per_class=1, test_per_class=0, num_frames=8, size=32)
+    overrides = [f"plugins=[{tmp_path / 'toy_components.py'}]", "data.dataset=one_folder", f"data.root={made.root}",
+                 "video.pooling=last_frame", "data.train_aug=flip_only", "optim.name=plain_sgd"]
+    recipe = load_recipe("quickstart", overrides)
+    dataset = build_dataset(recipe, "train")
+    assert len(dataset) == 2 and dataset.classnames == ["thing"] and dataset[0]["video"].shape == (8, 3, 32, 32)
+    model = build_from_recipe(recipe, ["thing", "other"])
+    per_frame = torch.randn(2, 8, model.embed_dim)
+    assert torch.equal(model.pooling(per_frame)[1], per_frame[:, -1])
+    assert isinstance(build_optimizer(model, recipe.optim), torch.optim.SGD)
+    errors = validate({**recipe.to_dict(), "plugins": [], "data": {**recipe.to_dict()["data"], "dataset": "one_foldr"}})
+    assert [(e.path, "Did you mean 'one_folder'?" in e.message) for e in errors] == [("data.dataset", True)]

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from clipadapt.registry import register_pooling
+
 MODES = ("mean", "conv")
 
 
@@ -49,3 +51,15 @@ class TemporalPooling(nn.Module):
             h = rearrange(self.conv(h), "b c t -> b t c")
             frames = frames + self.up(h)
         return frames, frames.mean(dim=1)
+
+
+@register_pooling("mean")
+def mean_pooling(dim: int, width: int | None = None) -> TemporalPooling:
+    """The mean over frames (no parameters)."""
+    return TemporalPooling(dim, "mean")
+
+
+@register_pooling("conv")
+def conv_pooling(dim: int, width: int | None = None) -> TemporalPooling:
+    """M2-CLIP's temporal pooling adapter (Linear, depthwise Conv1d over T, Linear, residual), then the mean."""
+    return TemporalPooling(dim, "conv", width)

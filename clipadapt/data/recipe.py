@@ -1,4 +1,10 @@
-"""Datasets as a recipe's ``data`` and ``eval`` sections describe them."""
+"""Datasets as a recipe's ``data`` and ``eval`` sections describe them.
+
+``data.dataset`` names a registered :class:`DatasetSource`: which ``data`` paths it reads and how
+one split's videos are found. The built-in ones (``list``, ``k400``, ``ssv2``, ``ucf101``,
+``hmdb51``, ``synthetic``) are registered here, as are the training transforms ``data.train_aug``
+names (``k400``, ``ssv2``, ``none``). A plugin adds one in one file (see the Recipes page).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 from clipadapt.data.datasets import (
     Annotations,
     VideoDataset,
+    prompt_name,
     read_hmdb51,
     read_kinetics400,
     read_label_map,
@@ -16,8 +23,118 @@ from clipadapt.data.datasets import (
 )
 from clipadapt.data.synthetic import generate
 from clipadapt.data.transforms import train_transform
+from clipadapt.registry import DATASETS, TRANSFORMS, register_dataset, register_transform
 
 SPLITS = ("train", "val", "test")
+
+__all__ = ["DatasetSource", "build_dataset", "recipe_classnames", "synthetic_root", "Annotations", "SPLITS"]
+
+
+class DatasetSource:
+    """What one ``data.dataset`` name means. Subclass it, say which ``data`` keys it reads, return a
+    split's videos from :meth:`read`, and register it with ``@clipadapt.register_dataset(name)``.
+
+    Class attributes:
+        paths: ``data`` keys every split reads (``("root",)``); a run refuses to start while one is null.
+        split_lists: each split reads ``data.<split>_list`` (``test`` falls back to ``val_list``).
+        official_splits: numbered official splits (``data.split``) that ``zeroshot`` runs one by one.
+        generated: the data is written by clipadapt itself; ``data.root`` is where it goes.
+
+    Example:
+        >>> class Folders(DatasetSource):
+        ...     paths = ("root",)
+        ...     def read(self, recipe, split):
+        ...         ...   # an Annotations of the split's videos
+        >>> Folders().required(None, "train")
+        ['root']
+    """
+
+    paths: tuple[str, ...] = ()
+    split_lists: bool = False
+    official_splits: tuple[int, ...] = ()
+    generated: bool = False
+
+    def required(self, data, split: str) -> list[str]:
+        """The ``data`` keys a run of `split` reads (each must be set)."""
+        keys = list(self.paths)
+        if self.split_lists:
+            keys.append(f"{self._list_split(data, split)}_list")
+        return keys
+
+    def has_test_split(self, data) -> bool:
+        """Whether the test split differs from the validation split."""
+        return not self.split_lists or bool(data.test_list)
+
+    def _list_split(self, data, split: str) -> str:
+        return "val" if split == "test" and data is not None and not data.test_list else split
+
+    def read(self, recipe, split: str) -> Annotations | tuple[Any, Any, Any]:
+        """The videos of `split`: an :class:`Annotations`, or ``(list_file, root, label_map)``
+        as :class:`clipadapt.data.datasets.VideoDataset` takes them."""
+        raise NotImplementedError(f"{type(self).__name__} must implement read(recipe, split)")
+
+    def classnames(self, recipe) -> list[str] | None:
+        """Class names (as prompt words) without reading videos; None when the recipe names none."""
+        if recipe.data.label_map:
+            return [prompt_name(name) for name in read_label_map(recipe.data.label_map)]
+        return None
+
+
+@register_dataset("list")
+class ListFiles(DatasetSource):
+    """List files (``path label`` lines, paths relative to ``data.root``) and a label map."""
+
+    split_lists = True
+
+    def read(self, recipe, split):
+        data = recipe.data
+        return getattr(data, f"{self._list_split(data, split)}_list"), data.root, data.label_map
+
+
+@register_dataset("k400")
+class Kinetics400(DatasetSource):
+    """Kinetics-400's official CSV files (``data.<split>_list``) over the videos in ``data.root``."""
+
+    paths = ("root",)
+    split_lists = True
+
+    def read(self, recipe, split):
+        data = recipe.data
+        return read_kinetics400(getattr(data, f"{self._list_split(data, split)}_list"), data.root, data.label_map)
+
+
+@register_dataset("ssv2")
+class SomethingSomethingV2(DatasetSource):
+    """Something-Something v2: ``labels.json``, ``train.json``, ``validation.json`` in ``data.annotations``."""
+
+    paths = ("root", "annotations")
+
+    def read(self, recipe, split):
+        return read_ssv2(recipe.data.annotations, recipe.data.root, "train" if split == "train" else "validation")
+
+
+class _OfficialSplits(DatasetSource):
+    paths = ("root", "annotations")
+    official_splits = (1, 2, 3)
+    reader = None
+
+    def read(self, recipe, split):
+        subset = "train" if split == "train" else "test"
+        return type(self).reader(recipe.data.annotations, recipe.data.root, split=recipe.data.split, subset=subset)
+
+
+@register_dataset("ucf101")
+class UCF101(_OfficialSplits):
+    """UCF101's ``ucfTrainTestlist`` folder (``data.annotations``), split ``data.split``."""
+
+    reader = staticmethod(read_ucf101)
+
+
+@register_dataset("hmdb51")
+class HMDB51(_OfficialSplits):
+    """HMDB51's ``testTrainMulti_7030_splits`` folder (``data.annotations``), split ``data.split``."""
+
+    reader = staticmethod(read_hmdb51)
 
 
 def synthetic_root(recipe) -> Path:
@@ -25,21 +142,42 @@ def synthetic_root(recipe) -> Path:
     return Path(recipe.data.root) if recipe.data.root else Path(recipe.output_dir) / "data"
 
 
-def _annotations(recipe, split: str) -> tuple[Any, Any, Any]:
-    """(list file or Annotations, root, label map) of one split."""
-    data = recipe.data
-    if data.dataset == "synthetic":
-        made = generate(synthetic_root(recipe), **data.synthetic)
-        listed = made.train_list if split == "train" else made.test_list
-        return listed, made.root, made.label_file
-    if data.dataset == "list":
-        return getattr(data, f"{split}_list"), data.root, data.label_map
-    if data.dataset == "k400":
-        return read_kinetics400(getattr(data, f"{split}_list"), data.root, data.label_map), None, None
-    if data.dataset == "ssv2":
-        return read_ssv2(data.annotations, data.root, "train" if split == "train" else "validation"), None, None
-    reader = read_ucf101 if data.dataset == "ucf101" else read_hmdb51
-    return reader(data.annotations, data.root, split=data.split, subset="train" if split == "train" else "test"), None, None
+@register_dataset("synthetic")
+class Synthetic(DatasetSource):
+    """The synthetic motion videos of :func:`clipadapt.data.synthetic.generate` (``data.synthetic``
+    holds its arguments), written under ``data.root`` or ``<output_dir>/data`` on first use."""
+
+    generated = True
+
+    def has_test_split(self, data) -> bool:
+        return True
+
+    def read(self, recipe, split):
+        made = generate(synthetic_root(recipe), **recipe.data.synthetic)
+        return (made.train_list if split == "train" else made.test_list), made.root, made.label_file
+
+    def classnames(self, recipe):
+        from clipadapt.data.synthetic import class_names
+
+        return class_names(recipe.data.synthetic.get("num_classes", 8))
+
+
+@register_transform("k400")
+def k400_train_transform(size: int):
+    """Scale jitter of the short side, random crop, horizontal flip (Kinetics)."""
+    return train_transform("k400", size)
+
+
+@register_transform("ssv2")
+def ssv2_train_transform(size: int):
+    """Random-resized crop and RandAugment, no flip (Something-Something v2)."""
+    return train_transform("ssv2", size)
+
+
+@register_transform("none")
+def no_train_transform(size: int):
+    """No augmentation: clips are only resized and normalised, as at test time."""
+    return None
 
 
 def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDataset:
@@ -54,12 +192,11 @@ def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDatase
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
     data = recipe.data
-    if split == "test" and data.dataset in ("list", "k400") and not data.test_list:
-        split = "val"
-    listed, root, label_map = _annotations(recipe, split)
+    found = DATASETS.get(data.dataset)().read(recipe, split)
+    listed, root, label_map = (found, None, None) if isinstance(found, Annotations) else found
     train = split == "train"
     views = recipe.eval.zero_shot if zero_shot else recipe.eval
-    sampling = (views.sampling if zero_shot else data.sampling)
+    sampling = views.sampling if zero_shot else data.sampling
     common = dict(
         root=root,
         label_map=label_map,
@@ -72,23 +209,11 @@ def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDatase
         train=train,
     )
     if train:
-        transform = None if data.train_aug == "none" else train_transform(data.train_aug, data.size)
-        return VideoDataset(listed, transform=transform, **common)
+        return VideoDataset(listed, transform=TRANSFORMS.get(data.train_aug)(data.size), **common)
     return VideoDataset(listed, num_clips=views.clips, num_crops=views.crops, **common)
 
 
 def recipe_classnames(recipe) -> list[str] | None:
     """Class names (as prompt words) from the recipe's label map (or the synthetic generator's
     options) alone, without reading or writing videos; ``None`` when the recipe names none."""
-    if recipe.data.dataset == "synthetic":
-        from clipadapt.data.synthetic import class_names
-
-        return class_names(recipe.data.synthetic.get("num_classes", 8))
-    if recipe.data.label_map:
-        from clipadapt.data.datasets import prompt_name
-
-        return [prompt_name(name) for name in read_label_map(recipe.data.label_map)]
-    return None
-
-
-__all__ = ["build_dataset", "recipe_classnames", "synthetic_root", "Annotations"]
+    return DATASETS.get(recipe.data.dataset)().classnames(recipe)

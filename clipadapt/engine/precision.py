@@ -1,5 +1,7 @@
 """Mixed precision: the autocast context and GradScaler a recipe's ``precision`` asks for.
 
+``precision`` names a registered :class:`Precision` (``fp32``, ``bf16``, ``fp16`` built in).
+
 Example:
     >>> import torch
     >>> from clipadapt.engine.precision import autocast
@@ -12,18 +14,27 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast", "grad_scaler"]
+from clipadapt.registry import PRECISIONS
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["PRECISIONS", "Precision", "autocast", "grad_scaler"]
 
 
-def _dtype(precision: str):
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    return PRECISIONS[precision]
+@dataclass(frozen=True)
+class Precision:
+    """How a step runs: under ``torch.autocast(dtype=autocast_dtype)`` (None: no autocast), with a
+    loss-scaling GradScaler or not."""
+
+    autocast_dtype: torch.dtype | None
+    scales_loss: bool = False
+
+
+PRECISIONS.register("fp32")(Precision(None))
+PRECISIONS.register("bf16")(Precision(torch.bfloat16))
+PRECISIONS.register("fp16")(Precision(torch.float16, scales_loss=True))
 
 
 def autocast(precision: str, device: torch.device):
@@ -33,7 +44,7 @@ def autocast(precision: str, device: torch.device):
         >>> with autocast("fp32", torch.device("cpu")):
         ...     pass
     """
-    dtype = _dtype(precision)
+    dtype = PRECISIONS.get(precision).autocast_dtype
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -46,4 +57,4 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
         >>> grad_scaler("bf16", torch.device("cpu")).is_enabled()
         False
     """
-    return torch.amp.GradScaler(device.type, enabled=_dtype(precision) is torch.float16)
+    return torch.amp.GradScaler(device.type, enabled=PRECISIONS.get(precision).scales_loss)

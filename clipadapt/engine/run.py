@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from clipadapt.config import Recipe, load_recipe, require_data
+from clipadapt.config import Recipe, dataset_source, load_recipe, require_data
 from clipadapt.engine import distributed
 from clipadapt.engine.checkpoint import CheckpointMismatchError, checkpoint_dir, output_dir_lock, recipe_diff, seed_everything
 from clipadapt.engine.evaluate import eval_batch_videos, eval_options, evaluate
@@ -122,7 +122,7 @@ def _train_and_evaluate(recipe: Recipe, console: Console, distributed_run: bool,
     trainer = Trainer(model, recipe, train_loader, eval_loader, console=console, allow_recipe_change=allow_recipe_change)
     summary = trainer.fit()
     metrics = summary.get("eval") or {}
-    if recipe.data.test_list or recipe.data.dataset in ("ucf101", "hmdb51", "synthetic"):
+    if dataset_source(recipe).has_test_split(recipe.data):
         test_set = build_dataset(recipe, "test")
         if test_set.entries != eval_set.entries:  # a separate test split
             _, test_loader = _loaders(recipe, train_set, test_set, distributed_run)
@@ -155,7 +155,7 @@ def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console:
     started = time.perf_counter()
     recipe = load_recipe(name_or_path, list(overrides))
     shared = []
-    if recipe.data.dataset == "synthetic":  # generated once, for all variants
+    if dataset_source(recipe).generated:  # generated once, for all variants
         root = _synthetic_data(recipe, console)
         if not recipe.data.root:
             shared.append(f"data.root={root}")

@@ -24,6 +24,8 @@ def _plain(value):
     """Dataclass sections as dicts (recipes may come as `Recipe` objects or plain dicts)."""
     import dataclasses
 
+    if hasattr(value, "model_dump"):  # a clipadapt.config section
+        return value.model_dump()
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 

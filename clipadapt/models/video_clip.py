@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipadapt.adapters.temporal_pool import TemporalPooling
+from clipadapt.adapters import temporal_pool  # noqa: F401  (registers the built-in poolings)
 from clipadapt.attention import efficient_attention as use_efficient_attention
 from clipadapt.backbones import UnsupportedModelError, detect
 from clipadapt.backbones.base import first_tensor
@@ -19,7 +19,7 @@ from clipadapt.heads.base import HeadContext, HeadInputs
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
 from clipadapt.models.text import TextPath
-from clipadapt.registry import HEADS
+from clipadapt.registry import HEADS, POOLINGS
 
 DEFAULT_TEMPLATES = ("a video of {}",)
 
@@ -114,7 +114,7 @@ class VideoCLIP(nn.Module):
             raise ValueError(f"the image embeddings have width {self.embed_dim}, the text embeddings {self.text.embed_dim}")
         self.visual_width = self.visual_tower.width
         self.pooling_kind, self.pooling_width = pooling, pooling_width
-        self.pooling = TemporalPooling(self.embed_dim, pooling, pooling_width)
+        self.pooling = POOLINGS.get(pooling)(self.embed_dim, pooling_width)
         self.decoder = MultiTaskDecoder()
         self.head_specs: list[dict] = []
         self.lr_mults: dict[str, float] = {}
