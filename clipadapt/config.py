@@ -123,6 +123,7 @@ class DataCfg:
     accumulate: int = field(default=1, metadata={"min": 1})
     num_workers: int = field(default=8, metadata={"min": 0})
     on_error: Literal["skip", "raise"] = "skip"
+    backend: Literal["auto", "torchcodec", "decord", "pyav"] = "auto"
     synthetic: dict = field(default_factory=dict, metadata={"kwargs_of": "clipadapt.data.synthetic:generate"})
 
 
