@@ -39,6 +39,7 @@ def test_reduced_quickstart_trains_both_variants_and_writes_the_summary(quicksta
         assert scores["seconds"] > 0
         assert (out / variant / "checkpoints" / "last.pt").is_file()
         assert (out / variant / "metrics.jsonl").is_file()
+        assert results["bad_samples"] == {"train": 0, "val": 0}
     assert summary["seconds"] >= summary["m2clip"]["seconds"] + summary["frame_mean_baseline"]["seconds"]
 
 
