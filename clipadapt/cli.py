@@ -357,10 +357,16 @@ def describe_model(model) -> str:
     config = model.config
     if not config:
         return f"{model.family} {model.arch}, {weights}"
-    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
-    return (f"{model.family} CLIP from model.config (model.arch unused): visual {vision.get('layers')} blocks of width "
-            f"{vision.get('width')}, {vision.get('image_size')} px in {vision.get('patch_size')} px patches; text "
-            f"{text.get('layers')} blocks of width {text.get('width')}; embedding {config.get('embed_dim')}; {weights}")
+    if "vision_cfg" in config:  # an open_clip CLIP(**config) mapping
+        vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+        text = {"text_layers": text.get("layers"), "text_width": text.get("width")}
+        config = {**config, **vision, **text}
+    what = "a tiny CLIP" if model.family != "timm" else "a tiny ViT"
+    text = (f"; text {config.get('text_layers')} blocks of width {config.get('text_width')}"
+            if model.family != "timm" and config.get("text_layers") else "")
+    return (f"{model.family} {what} from model.config (model.arch unused): visual {config.get('layers')} blocks of width "
+            f"{config.get('width')}, {config.get('image_size')} px in {config.get('patch_size')} px patches{text}; "
+            f"embedding {config.get('embed_dim')}; {weights}")
 
 
 @app.command()

@@ -294,7 +294,7 @@ def check_paths(cfg: dict, errors: list[Error]) -> None:
 def estimate_parameters(config: Any) -> int:
     """A rough upper estimate of the parameters a ``model.config`` asks for: 12·width²·layers per
     transformer (attention and a 4× MLP) plus vocabulary × width, found at any depth under the
-    keys open_clip, Hugging Face and timm use.
+    keys open_clip, Hugging Face and timm use, and the family-neutral ``text_width``/``text_layers``.
 
     Example:
         >>> estimate_parameters({"vision_cfg": {"width": 768, "layers": 12}, "text_cfg": {"width": 512, "layers": 12, "vocab_size": 49408}})
@@ -308,7 +308,8 @@ def estimate_parameters(config: Any) -> int:
 
         width = number("width", "hidden_size", "embed_dim")
         layers = number("layers", "num_hidden_layers", "depth")
-        total += 12 * width * width * layers + number("vocab_size") * width
+        text_width, text_layers = number("text_width"), number("text_layers")
+        total += 12 * width * width * layers + 12 * text_width * text_width * text_layers + number("vocab_size") * max(width, text_width)
         total += sum(estimate_parameters(value) for value in config.values() if isinstance(value, (dict, list)))
     elif isinstance(config, list):
         total += sum(estimate_parameters(value) for value in config)
