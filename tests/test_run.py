@@ -69,6 +69,7 @@ def test_eval_prints_the_accuracy_computed_by_hand_from_the_model(quickstart):
 
     from clipadapt.config import load_recipe
     from clipadapt.data.recipe import build_dataset
+    from clipadapt.data.transforms import normalize_video
     from clipadapt.engine.tasks import load_trained
 
     out, _ = quickstart
@@ -81,7 +82,8 @@ def test_eval_prints_the_accuracy_computed_by_hand_from_the_model(quickstart):
     with torch.no_grad():
         for i in range(len(dataset)):
             item = dataset[i]
-            logits = model(item["video"].reshape(-1, *item["video"].shape[-4:]))  # one view: (1, T, 3, H, W)
+            video = normalize_video(item["video"], torch.device("cpu"))  # uint8 -> CLIP-normalised float
+            logits = model(video.reshape(-1, *video.shape[-4:]))  # views as the batch: (V, T, 3, H, W)
             probs = {"vc": logits["vc"].softmax(-1), "cmc": logits["cmc"].softmax(-1)}
             probs["fused"] = (probs["vc"] + probs["cmc"]) / 2
             for head, p in probs.items():
