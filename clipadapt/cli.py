@@ -12,6 +12,49 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn any CLIP into a video model with small adapters.")
 console = Console()
 
+
+def _plain_help() -> None:
+    """Show click's words in ``--help`` (RECIPE, INTEGER, PATH), not the Python types
+    (``<bool>``, ``{recipe}``, ``<list[str]>``) that newer typer versions print."""
+    core = typer.core
+    if not hasattr(core.TyperArgument, "_usage_display_name"):
+        return  # an older typer: it prints click's words already
+
+    words = {"int": "INTEGER", "str": "TEXT", "float": "FLOAT", "path": "PATH"}
+    python_type = core.TyperOption.display_type
+
+    def option_type(self, ctx):
+        if self.metavar is not None:
+            return self.metavar
+        if self.is_flag or self.count:
+            return None
+        label = str(python_type(self, ctx)).strip("<>").removesuffix(" range")  # the range is shown apart
+        return words.get(label, label.upper()) + ("..." if self.nargs != 1 else "")
+
+    def argument_usage(self):
+        name = self.display_name_raw.upper()
+        return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+    core.TyperOption.display_type_rich = option_type
+    core.TyperArgument.display_type_rich = lambda self, ctx: None
+    core.TyperArgument._usage_display_name = argument_usage
+
+
+_plain_help()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"clipadapt {version('clipadapt')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """Turn any CLIP into a video model with small adapters."""
+
 LISTABLE = ("adapters", "heads", "backbones", "recipes")
 
 
@@ -162,15 +205,71 @@ def ls(kind: str = typer.Argument(..., help="adapters | heads | backbones | reci
     if kind == "recipes":
         from clipadapt.config import builtin_recipes
 
-        rows = [(name, str(path)) for name, path in builtin_recipes().items()]
+        rows = [(name, recipe_description(path)) for name, path in builtin_recipes().items()]
     else:
         rows = [(name, _first_line(obj)) for name, obj in _registry(kind).items()]
     table = Table(title=kind)
-    table.add_column("name")
-    table.add_column("path" if kind == "recipes" else "description")
+    table.add_column("name", no_wrap=True)
+    table.add_column("description")
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def recipe_description(path: Path) -> str:
+    """A recipe's one-line description: its leading comment up to the first ": " or ". "."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(lines)
+    cuts = [i for i in (text.find(": "), text.find(". ")) if i >= 0]
+    return (text[: min(cuts)] if cuts else text).rstrip(".")
+
+
+@app.command("cp")
+@_user_errors
+def copy_recipe(
+    recipe: str = typer.Argument(..., help="a built-in recipe name (clipadapt ls recipes)"),
+    dest: Path = typer.Argument(..., help="a file to write, or a folder to write NAME.yaml into"),
+) -> None:
+    """Copy a built-in recipe to edit it, then `clipadapt run DEST`."""
+    from clipadapt.config import builtin_recipes
+
+    recipes = builtin_recipes()
+    if recipe not in recipes:
+        raise ValueError(f"{recipe!r} is not a built-in recipe; choose one of {', '.join(recipes)}")
+    target = dest / f"{recipe}.yaml" if dest.is_dir() else dest
+    if target.exists():
+        raise FileExistsError(f"{target} exists; choose another destination or remove it first")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"folder {target.parent} does not exist")
+    target.write_text(recipes[recipe].read_text())
+    console.print(f"copied {recipe} to {target}; edit it, then: clipadapt run {target}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_user_errors
+def synthetic(
+    recipe: str = typer.Argument("quickstart", help="a recipe whose data.dataset is synthetic"),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. data.root=/tmp/motion"),
+) -> None:
+    """Generate a recipe's synthetic motion dataset on its own (where `run` would look for it)."""
+    from clipadapt.data.recipe import synthetic_root
+    from clipadapt.data.synthetic import generate
+
+    if "=" in recipe:  # no recipe given: that was an override
+        overrides, recipe = [recipe, *(overrides or [])], "quickstart"
+    loaded = _load(recipe, overrides)
+    if loaded.data.dataset != "synthetic":
+        raise ValueError(f"recipe {loaded.name!r} has data.dataset {loaded.data.dataset!r}; this command needs 'synthetic'")
+    made = generate(synthetic_root(loaded), **loaded.data.synthetic)
+    videos = sum(1 for _ in made.root.glob("videos/*.mp4"))
+    verb = "already there with these settings, reused" if made.reused else "generated"
+    console.print(f"{verb}: {videos} videos of {len(made.classnames)} classes in {made.root} "
+                  f"(lists {made.train_list.name}, {made.test_list.name}; labels {made.label_file.name})",
+                  highlight=False, soft_wrap=True)
 
 
 def _build_named_model(name: str):
@@ -370,7 +469,7 @@ def predict(
     checkpoint: Path = typer.Argument(..., help="a training checkpoint"),
     videos: list[Path] = typer.Argument(..., help="video files"),
     classes: str = typer.Option(None, help="zero-shot among these names: comma-separated, or a file with one per line"),
-    top_k: int = typer.Option(5, help="how many classes to show"),
+    top_k: int = typer.Option(5, min=1, help="how many classes to show (at least 1)"),
     frames: int = typer.Option(None, help="frames per clip (default: the checkpoint's recipe)"),
 ) -> None:
     """Top-k classes of video files, from a trained checkpoint or zero-shot among given names."""

@@ -354,6 +354,25 @@ def _resolve_sites(cls: type, name: str, site: str | Sequence[str] | None) -> li
 # public API
 
 
+def adapter_options(adapter_cls: type) -> set[str] | None:
+    """The options (keyword arguments) a registered adapter class accepts; ``None`` when its
+    constructor takes ``**kwargs`` and so cannot say.
+
+    Example:
+        >>> sorted(adapter_options(clipadapt.ADAPTERS.get("bottleneck")))
+        ['activation', 'init', 'width']
+    """
+    import inspect
+
+    build = getattr(adapter_cls, "build", None)
+    custom = build is not None and getattr(build, "__func__", None) is not Adapter.build.__func__
+    parameters = inspect.signature(build if custom else adapter_cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    names = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return names - {"self", "cls", "dim", "site", "tower", "layer"}
+
+
 def inject(
     model: nn.Module,
     name: str,
@@ -382,6 +401,14 @@ def inject(
         >>> handle = clipadapt.inject(clip, "ted", tower="visual", layers=range(12), width=384)
     """
     cls = ADAPTERS.get(name)
+    accepted = adapter_options(cls)
+    unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(accepted), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise TypeError(f"{unknown[0]!r} is not an option of adapter {name!r}; {hint}accepted: {', '.join(sorted(accepted)) or '(none)'}")
     tower_obj = get_tower(model, tower)
     layer_ids = resolve_layers(layers, len(tower_obj.blocks), tower)
     sites = _resolve_sites(cls, name, site)

@@ -422,8 +422,10 @@ def native_context_length(clip: nn.Module) -> int | None:
 
 
 def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int) -> Any:
-    """One view: ``model.encode_video(video)`` if the model has it, else the CLIP's image encoder
-    on the ``(T, 3, H, W)`` frames inside ``frames(model, T)``.
+    """One view as it runs at test time: for a model with ``encode_video``, that and its decoder
+    heads in evaluation (the classifying heads' logits; the class-prompt embeddings they compare
+    with stand in by shape, ``(C, E)``, as the text tower is counted per prompt, apart); else the
+    CLIP's image encoder on the ``(T, 3, H, W)`` frames inside ``frames(model, T)``.
 
     Args:
         video: ``(1, T, 3, H, W)``.
@@ -435,9 +437,19 @@ def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int)
     """
     if hasattr(model, "encode_video"):
         features = model.encode_video(video)
-        if dataclasses.is_dataclass(features):  # a traced graph must end in tensors, or all of it is dead code
-            return tuple(v for v in vars(features).values() if isinstance(v, torch.Tensor))
-        return features
+        if not dataclasses.is_dataclass(features):
+            return features
+        # a traced graph must end in tensors, or all of it is dead code
+        outputs = [v for v in vars(features).values() if isinstance(v, torch.Tensor)]
+        decoder = getattr(model, "decoder", None)
+        if decoder is not None and len(getattr(decoder, "heads", ())):
+            from clipadapt.heads.base import HeadInputs
+
+            classes = None
+            if decoder.needs_class_embeddings:
+                classes = torch.nn.functional.normalize(video.new_ones(model.num_classes, features.video.shape[-1]), dim=-1)
+            outputs += list(decoder(HeadInputs(features, classes, None, model)).logits.values())
+        return tuple(outputs)
     _, clip = find_clip(model)
     encode = encoder(clip, "visual", get_tower(clip, "visual").module)
     with frames(model, num_frames):

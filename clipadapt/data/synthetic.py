@@ -45,6 +45,7 @@ class SyntheticData:
     test_list: Path
     label_file: Path
     classnames: list[str] = field(default_factory=list)
+    reused: bool = False  # True when a complete dataset with the same arguments was already there
 
 
 def _pair_spec(pair: int) -> tuple[str, int]:
@@ -163,11 +164,11 @@ def _existing(root: Path, params: dict) -> SyntheticData | None:
         return None
     if not all((root / name).is_file() for name in (TRAIN_LIST, TEST_LIST, LABEL_FILE)):
         return None
-    return _result(root, params["num_classes"])
+    return _result(root, params["num_classes"], reused=True)
 
 
-def _result(root: Path, num_classes: int) -> SyntheticData:
-    return SyntheticData(root, root / TRAIN_LIST, root / TEST_LIST, root / LABEL_FILE, class_names(num_classes))
+def _result(root: Path, num_classes: int, reused: bool = False) -> SyntheticData:
+    return SyntheticData(root, root / TRAIN_LIST, root / TEST_LIST, root / LABEL_FILE, class_names(num_classes), reused)
 
 
 def generate(

@@ -1,15 +1,23 @@
-"""Multi-view evaluation: every view of a video is classified, per-view softmax probabilities are
-averaged per head, and top-1/top-5 are reported per head and for the model's fused prediction,
-reduced over all ranks (each video counted once).
+"""Multi-view evaluation with two explicit fusions, reduced over all ranks (each video once).
+
+1. Over views (``view_fusion``), per head: a video's V views give logits ``(V, C)``;
+   ``mean_prob`` averages their softmax probabilities (the release), ``mean_logit`` takes the
+   softmax of their mean logits, ``max`` the element-wise maximum of their probabilities.
+2. Over heads (``fuse_heads``, default ``vc`` and ``cmc``): ``fused`` is the mean of those
+   heads' view-fused scores (of the ones the model has).
+
+Top-1/top-5 are reported per head and for ``fused``.
 
 Example:
     >>> from clipadapt.engine import evaluate
-    >>> metrics = evaluate(model, val_loader)  # doctest: +SKIP
-    >>> metrics["fused/top1"]  # doctest: +SKIP
-    83.4
+    >>> metrics = evaluate(model, val_loader, view_fusion="mean_prob", fuse_heads=["vc", "cmc"])  # doctest: +SKIP
+    >>> sorted(metrics)  # doctest: +SKIP
+    ['cmc/top1', 'cmc/top5', 'fused/top1', 'fused/top5', 'num_videos', 'vc/top1', 'vc/top5']
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from einops import rearrange
@@ -20,29 +28,77 @@ from . import distributed
 from .metrics import topk_correct
 from .precision import autocast
 
-__all__ = ["evaluate", "view_probabilities", "eval_batch_videos"]
+__all__ = ["evaluate", "eval_batch_videos", "eval_options", "fuse_views", "fuse_heads", "view_scores", "VIEW_FUSIONS", "FUSE_HEADS"]
 
 KS = (1, 5)
+VIEW_FUSIONS = ("mean_prob", "mean_logit", "max")
+FUSE_HEADS = ("vc", "cmc")
+FUSED = "fused"
 
 
-def view_probabilities(outputs: dict, num_views: int, heads: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Per head, the mean over views of its softmax probabilities: (B·V, C) -> (B, C).
+def _score_dtype(logits: torch.Tensor) -> torch.Tensor:
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
-    ``outputs["fused"]`` already holds probabilities and is averaged as is. Entries that are not
-    (B·V, C) tensors are ignored; `heads` keeps only the named ones (``fused`` included).
+
+def fuse_views(logits: torch.Tensor, num_views: int, how: str = "mean_prob") -> torch.Tensor:
+    """One head's scores per video from its per-view logits: ``(B·V, C) -> (B, C)``.
 
     Example:
-        >>> out = {"vc": torch.zeros(6, 4), "fused": torch.full((6, 4), 0.25)}
-        >>> {k: v.shape for k, v in view_probabilities(out, num_views=3).items()}
-        {'vc': torch.Size([2, 4]), 'fused': torch.Size([2, 4])}
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])     # one video, two views
+        >>> fuse_views(logits, 2, "max")
+        tensor([[0.8808, 0.7311]])
     """
-    fused = {}
-    for name, value in outputs.items():
-        if not torch.is_tensor(value) or value.ndim != 2 or (heads is not None and name not in heads):
-            continue
-        probs = value.float() if name == "fused" else value.float().softmax(dim=-1)
-        fused[name] = rearrange(probs, "(b v) c -> b v c", v=num_views).mean(dim=1)
-    return fused
+    if how not in VIEW_FUSIONS:
+        raise ValueError(f"view fusion {how!r} is not one of {VIEW_FUSIONS}")
+    per_view = rearrange(_score_dtype(logits), "(b v) c -> b v c", v=num_views)
+    if how == "mean_logit":
+        return per_view.mean(dim=1).softmax(dim=-1)
+    probs = per_view.softmax(dim=-1)
+    return probs.mean(dim=1) if how == "mean_prob" else probs.amax(dim=1)
+
+
+def fuse_heads(scores: dict[str, torch.Tensor], heads: Sequence[str] = FUSE_HEADS) -> torch.Tensor | None:
+    """Mean of the view-fused scores ``(B, C)`` of `heads` (those present); ``None`` if none is.
+
+    Example:
+        >>> fuse_heads({"vc": torch.tensor([[1.0, 0.0]]), "cmc": torch.tensor([[0.0, 1.0]])})
+        tensor([[0.5000, 0.5000]])
+    """
+    chosen = [scores[name] for name in heads if name in scores]
+    return torch.stack(chosen).mean(dim=0) if chosen else None
+
+
+def view_scores(outputs: dict, num_views: int, view_fusion: str = "mean_prob",
+                heads: Sequence[str] = FUSE_HEADS) -> dict[str, torch.Tensor]:
+    """Per head, its view-fused scores ``(B, C)``, and ``fused`` over `heads`.
+
+    `outputs` maps head names to per-view logits ``(B·V, C)``; a ``fused`` entry the model
+    returns itself is left out (the fusion over heads is recomputed from the heads' logits), and
+    entries that are not ``(B·V, C)`` tensors are ignored.
+
+    Example:
+        >>> out = {"vc": torch.zeros(6, 4), "cmc": torch.zeros(6, 4)}
+        >>> {k: v.shape for k, v in view_scores(out, num_views=3).items()}
+        {'vc': torch.Size([2, 4]), 'cmc': torch.Size([2, 4]), 'fused': torch.Size([2, 4])}
+    """
+    scores = {name: fuse_views(value, num_views, view_fusion) for name, value in outputs.items()
+              if name != FUSED and torch.is_tensor(value) and value.ndim == 2}
+    fused = fuse_heads(scores, heads)
+    if fused is not None:
+        scores[FUSED] = fused
+    return scores
+
+
+def eval_options(recipe) -> dict:
+    """The keyword arguments of `evaluate` that a recipe's ``eval`` section and precision set.
+
+    Example:
+        >>> evaluate(model, loader, **eval_options(recipe))  # doctest: +SKIP
+    """
+    section = recipe.eval
+    return {"heads": section.heads, "precision": recipe.precision,
+            "view_fusion": getattr(section, "view_fusion", "mean_prob"),
+            "fuse_heads": list(getattr(section, "fuse_heads", FUSE_HEADS))}
 
 
 def eval_batch_videos(clips_per_forward: int, num_views: int) -> int:
@@ -81,11 +137,14 @@ def evaluate(
     precision: str = "fp32",
     progress=None,
     clips_per_forward: int | None = None,
+    view_fusion: str = "mean_prob",
+    fuse_heads: Sequence[str] = FUSE_HEADS,
 ) -> dict[str, float]:
     """Top-1/top-5 (percent) per head and fused over `loader`, reduced across ranks.
 
     Args:
-        model: in eval mode ``model(video) -> {head: logits (N, C), "fused": probs (N, C)}``.
+        model: in eval mode ``model(video) -> {head: logits (N, C)}`` (a ``fused`` entry is
+            recomputed, see `view_scores`).
         loader: batches ``{"video": (B, V, T, 3, H, W) or (B, T, 3, H, W), "label": (B,), "index": (B,)}``;
             a uint8 video is normalised on the device, a float one is taken as normalised.
         heads: report only these (``None``: every classifying head and ``fused``).
@@ -93,6 +152,9 @@ def evaluate(
         progress: an optional callable ``progress(num_videos_done)``.
         clips_per_forward: run the model on at most this many clips at once (views of several
             videos share a forward); ``None``: one forward per loader batch.
+        view_fusion: how the views of a video are fused per head: ``mean_prob``,
+            ``mean_logit`` or ``max`` (`fuse_views`).
+        fuse_heads: the heads averaged into ``fused`` (those the model has).
 
     Returns:
         ``{"<head>/top1": ..., "<head>/top5": ..., "num_videos": N}``; a video that the distributed
@@ -100,8 +162,10 @@ def evaluate(
 
     Example:
         >>> evaluate(model, loader, heads=["vc", "fused"])  # doctest: +SKIP
-        {'vc/top1': 80.1, 'vc/top5': 95.0, 'fused/top1': 83.4, 'fused/top5': 96.3, 'num_videos': 19796}
+        {'vc/top1': ..., 'vc/top5': ..., 'fused/top1': ..., 'fused/top5': ..., 'num_videos': ...}
     """
+    if view_fusion not in VIEW_FUSIONS:
+        raise ValueError(f"view_fusion {view_fusion!r} is not one of {VIEW_FUSIONS}")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -113,8 +177,10 @@ def evaluate(
         labels = batch["label"].to(device)
         num_views = video.shape[1]
         outputs = _forward_in_chunks(model, rearrange(video, "b v t c h w -> (b v) t c h w"), clips_per_forward, precision, device)
-        probs = view_probabilities(outputs, num_views, heads)
-        names = names or sorted(probs, key=lambda n: (n == "fused", n))
+        probs = view_scores(outputs, num_views, view_fusion, fuse_heads)
+        if heads is not None:
+            probs = {name: value for name, value in probs.items() if name in heads}
+        names = names or sorted(probs, key=lambda n: (n == FUSED, n))
         columns = [topk_correct(probs[name], labels, KS)[k] for name in names for k in KS]
         hits.append(torch.stack(columns, dim=1).cpu())  # (B, heads·k)
         indices.append(torch.as_tensor(batch["index"]).cpu() if "index" in batch else torch.full((len(labels),), -1))

@@ -16,7 +16,7 @@ from rich.table import Table
 from clipadapt.config import Recipe, dataset_source, load_recipe, require_data
 from clipadapt.engine import distributed
 from clipadapt.engine.checkpoint import CheckpointMismatchError, checkpoint_dir, output_dir_lock, recipe_diff, seed_everything
-from clipadapt.engine.evaluate import eval_batch_videos, evaluate
+from clipadapt.engine.evaluate import eval_batch_videos, eval_options, evaluate
 from clipadapt.engine.train import Trainer, per_rank_batch_size
 
 
@@ -125,8 +125,8 @@ def _train_and_evaluate(recipe: Recipe, console: Console, distributed_run: bool,
         test_set = build_dataset(recipe, "test")
         if test_set.entries != eval_set.entries:  # a separate test split
             _, test_loader = _loaders(recipe, train_set, test_set, distributed_run)
-            metrics = evaluate(trainer.model, test_loader, device=trainer.device, heads=recipe.eval.heads,
-                               precision=recipe.precision, clips_per_forward=trainer.eval_clips_per_forward)
+            metrics = evaluate(trainer.model, test_loader, device=trainer.device, **eval_options(recipe),
+                               clips_per_forward=trainer.eval_clips_per_forward)
     results = {"recipe": recipe.name, "metrics": metrics, **headline(metrics), "steps": summary.get("step")}
     if distributed.is_main():
         path = Path(recipe.output_dir) / "results.json"

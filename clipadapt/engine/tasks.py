@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from clipadapt.config import Recipe
 from clipadapt.engine.checkpoint import CheckpointMismatchError, load_checkpoint, load_frozen, recipe_diff, seed_everything
-from clipadapt.engine.evaluate import eval_batch_videos, evaluate
+from clipadapt.engine.evaluate import eval_batch_videos, eval_options, evaluate
 
 
 def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None):
@@ -86,8 +86,7 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path, split: str = "te
     model = load_trained(checkpoint)
     if model.classnames and dataset.classnames and len(model.classnames) != len(dataset.classnames):
         raise ValueError(f"{checkpoint} was trained on {len(model.classnames)} classes, the {split} set has {len(dataset.classnames)}")
-    return evaluate(model, _loader(recipe, dataset), heads=recipe.eval.heads, precision=recipe.precision,
-                    clips_per_forward=recipe.data.batch_size)
+    return evaluate(model, _loader(recipe, dataset), **eval_options(recipe), clips_per_forward=recipe.data.batch_size)
 
 
 def frozen_clip(recipe: Recipe, classnames: Sequence[str]):
@@ -122,8 +121,9 @@ def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[in
         if model is None:
             model = frozen_clip(recipe, dataset.classnames)
         model.set_classnames(dataset.classnames)
-        metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=recipe.precision,
-                           clips_per_forward=recipe.data.batch_size)
+        options = eval_options(recipe)
+        metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=options["precision"],
+                           view_fusion=options["view_fusion"], clips_per_forward=recipe.data.batch_size)
         per_split[split] = metrics
     top1 = [m["zeroshot/top1"] for m in per_split.values()]
     return {
@@ -158,6 +158,8 @@ def predict(
     from clipadapt.data.sampling import dense_indices, segment_indices
     from clipadapt.data.transforms import eval_transform, normalize_video
 
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
     transform = eval_transform(size)
     if classnames:
         model.set_classnames(classnames)

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from .evaluate import evaluate
+from .evaluate import eval_options, evaluate
 from .host_memory import retain_freed_memory
 from .metrics import MetricLogger
 from .optim import build_optimizer
@@ -450,8 +450,8 @@ class Trainer:
         due = (every > 0 and (epoch + 1) % every == 0) or epoch + 1 == epochs
         if self.val_loader is None or not due:
             return None
-        metrics = evaluate(self.model, self.val_loader, device=self.device, heads=self.recipe.eval.heads,
-                           precision=self.recipe.precision, clips_per_forward=self.eval_clips_per_forward)
+        metrics = evaluate(self.model, self.val_loader, device=self.device, **eval_options(self.recipe),
+                           clips_per_forward=self.eval_clips_per_forward)
         self.logger.log("eval", metrics, step=self.step, epoch=epoch)
         self.logger.plot()
         name = self.best_metric or ("fused/top1" if "fused/top1" in metrics else
