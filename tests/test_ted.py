@@ -124,3 +124,87 @@ def test_release_first_frame_mode_feeds_a_zero_difference_through_the_branch():
     delta = ted(torch.randn(3, 17, 16), ctx_for(3))
     assert delta[0, 1:].abs().sum() > 0  # the branch biases reach frame 0
     assert torch.equal(delta[:, 0], torch.zeros_like(delta[:, 0]))
+
+
+# ---- an independent reference, written from the paper's equations (spec §1) ---------------------
+
+
+def reference_ted(ted, x, num_frames, grid, mode="parallel", parts=("te", "td"), zero_first_frame=True):
+    """TE and TD written out with explicit loops over frames and grid offsets, from the weights.
+
+    x: (B·T, 1 + gh·gw, D). TE(x)_t = W_up(conv_t(W_dn x + b_dn)) + b_up over every token, with
+    conv_t(z)_t = b + Σ_k K_k z_{t+k-1} (zero outside the clip); TD on the patch tokens:
+    d_t = x_t − x_{t−1}, then W_dn, a per-frame 3×3 depthwise conv on the grid, W_up; the class
+    token gets zero, and so does frame 0 unless its zero difference goes through the branch.
+    """
+    videos, tokens, dim = x.shape[0] // num_frames, x.shape[1], x.shape[2]
+    gh, gw = grid
+    xs = [[x[b * num_frames + t] for t in range(num_frames)] for b in range(videos)]  # [b][t]: (L, D)
+
+    def linear(layer, v):
+        return v @ layer.weight.t() + layer.bias
+
+    def te_branch(frames):  # frames: list over t of (L, D)
+        z = [linear(ted.te.down, f) for f in frames]
+        kernel, bias = ted.te_conv.weight[:, 0, :], ted.te_conv.bias  # (w, 3), (w,)
+        out = []
+        for t in range(num_frames):
+            acc = bias.expand_as(z[t]).clone()
+            for k in range(3):
+                s = t + k - 1
+                if 0 <= s < num_frames:
+                    acc = acc + kernel[:, k] * z[s]
+            out.append(linear(ted.te.up, acc))
+        return out
+
+    def td_branch(frames):
+        kernel, bias = ted.td_conv.weight[:, 0], ted.td_conv.bias  # (w, 3, 3), (w,)
+        out = []
+        for t in range(num_frames):
+            delta = torch.zeros(tokens, dim, dtype=x.dtype)
+            if t == 0 and zero_first_frame:
+                out.append(delta)
+                continue
+            diff = frames[t][1:] - frames[t - 1][1:] if t > 0 else torch.zeros(tokens - 1, dim, dtype=x.dtype)
+            z = linear(ted.td.down, diff).reshape(gh, gw, -1)
+            conv = torch.zeros_like(z)
+            for i in range(gh):
+                for j in range(gw):
+                    acc = bias.clone()
+                    for di in range(3):
+                        for dj in range(3):
+                            a, c = i + di - 1, j + dj - 1
+                            if 0 <= a < gh and 0 <= c < gw:
+                                acc = acc + kernel[:, di, dj] * z[a, c]
+                    conv[i, j] = acc
+            delta[1:] = linear(ted.td.up, conv.reshape(gh * gw, -1))
+            out.append(delta)
+        return out
+
+    rows = []
+    for frames in xs:
+        te = te_branch(frames) if "te" in parts else [torch.zeros(tokens, dim, dtype=x.dtype)] * num_frames
+        td_input = [f + e for f, e in zip(frames, te)] if mode == "sequential" else frames
+        td = td_branch(td_input) if "td" in parts else [torch.zeros(tokens, dim, dtype=x.dtype)] * num_frames
+        rows += [e + d for e, d in zip(te, td)]
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("mode, parts, zero_first_frame, shared", [
+    ("parallel", ("te", "td"), True, False),
+    ("parallel", ("te", "td"), False, False),
+    ("sequential", ("te", "td"), True, False),
+    ("parallel", ("te", "td"), True, True),
+    ("parallel", ("te",), True, False),
+    ("parallel", ("td",), False, False),
+])
+def test_ted_matches_the_papers_equations_written_out(mode, parts, zero_first_frame, shared):
+    torch.manual_seed(0)
+    ted = random_ted(mode=mode, parts=list(parts), zero_first_frame=zero_first_frame, shared_projections=shared).double()
+    num_frames, grid = 4, (3, 2)
+    x = torch.randn(2 * num_frames, 1 + 6, 16, dtype=torch.float64)
+    with torch.no_grad():
+        got = ted(x, ctx_for(num_frames, grid))
+        want = reference_ted(ted, x, num_frames, grid, mode, parts, zero_first_frame)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert want.abs().max() > 0.1  # the reference is not trivially zero
