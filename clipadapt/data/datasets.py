@@ -36,6 +36,7 @@ __all__ = [
     "VideoDataset",
     "read_list_file",
     "read_label_map",
+    "kinetics400_classes",
     "prompt_name",
     "read_kinetics400",
     "read_ssv2",
@@ -47,8 +48,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("skip", "raise")
-LIST_FORMATS = "'path label', 'path,label' or 'path num_frames label'"
+LIST_FORMATS = ("'video label', 'video,label', 'frames_dir label', 'frames_dir num_frames label' or "
+                "'frames_dir offset num_frames label'")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp", ".ogv")
 _INTEGER = re.compile(r"^-?\d+$")
+SSV2_FILES = {  # what a split is called: (our name, the original 20BN release's name)
+    "labels": ("labels.json", "something-something-v2-labels.json"),
+    "train": ("train.json", "something-something-v2-train.json"),
+    "validation": ("validation.json", "something-something-v2-validation.json"),
+}
 
 
 class ListFileError(ValueError):
@@ -65,11 +73,13 @@ class TooManyBadSamples(RuntimeError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One video of a dataset: where it is, its class, and its frame count when a list gives it."""
+    """One video of a dataset: where it is, its class, and, when a list gives them, its frame
+    count and the index of its first frame (mmaction2's ``offset`` column)."""
 
     path: str
     label: int
     num_frames: int | None = None
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,42 +92,72 @@ class Annotations:
 
 # ----------------------------------------------------------------------------- list files
 
-def _parse_list_line(line: str) -> Entry | None:
+def read_text_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """(line number, text) of every non-blank line, with a UTF-8 BOM, CR/LF and surrounding
+    whitespace removed: how every list, map and split file is read.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> file = pathlib.Path(tempfile.mkdtemp()) / "classInd.txt"
+        >>> _ = file.write_bytes(b"\\xef\\xbb\\xbf1 ApplyEyeMakeup\\r\\n\\r\\n2 YoYo \\r\\n")
+        >>> read_text_lines(file)
+        [(1, '1 ApplyEyeMakeup'), (3, '2 YoYo')]
+    """
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        text = handle.read()
+    lines = (line.strip().lstrip("\ufeff").strip() for line in text.splitlines())
+    return [(number, line) for number, line in enumerate(lines, start=1) if line]
+
+
+def _parse_list_line(line: str, where: str) -> Entry:
     if "," in line:
         path, _, label = line.rpartition(",")
-        return Entry(path.strip(), int(label)) if _INTEGER.match(label.strip()) and path.strip() else None
-    tokens = line.rsplit(None, 2)
-    if len(tokens) == 3 and _INTEGER.match(tokens[1]) and _INTEGER.match(tokens[2]):
-        return Entry(tokens[0], int(tokens[2]), int(tokens[1]))
-    tokens = line.rsplit(None, 1)
-    if len(tokens) == 2 and _INTEGER.match(tokens[1]):
-        return Entry(tokens[0], int(tokens[1]))
-    return None
+        if _INTEGER.match(label.strip()) and path.strip():
+            return Entry(path.strip(), int(label))
+        raise ListFileError(f"{where}: cannot parse {line!r}; expected {LIST_FORMATS}")
+    tokens = line.split()
+    numbers = 0
+    while numbers < len(tokens) - 1 and _INTEGER.match(tokens[-1 - numbers]):
+        numbers += 1
+    if numbers == 0:
+        raise ListFileError(f"{where}: cannot parse {line!r}; expected {LIST_FORMATS}")
+    path = line.rsplit(None, numbers)[0]
+    values = [int(token) for token in tokens[-numbers:]]
+    is_video = path.lower().endswith(VIDEO_EXTENSIONS)
+    if numbers > (1 if is_video else 3):
+        raise ListFileError(
+            f"{where}: {len(values)} numbers after {path!r} ({' '.join(tokens[-numbers:])}): a multi-label line, "
+            f"which clipadapt does not read (one class per video); accepted: {LIST_FORMATS}"
+        )
+    if numbers == 1:
+        return Entry(path, values[0])
+    if numbers == 2:
+        return Entry(path, values[1], num_frames=values[0])
+    if values[0] < 0 or values[1] < 1:
+        raise ListFileError(f"{where}: offset must be >= 0 and num_frames >= 1, got {values[0]} and {values[1]}")
+    return Entry(path, values[2], num_frames=values[1], offset=values[0])
 
 
 def read_list_file(path: str | os.PathLike) -> list[Entry]:
-    """Read a list file: one video per line as ``path label``, ``path,label`` or
-    ``path num_frames label`` (a folder of extracted frames). Blank lines and lines starting
-    with ``#`` are skipped; paths stay as written (relative to the dataset root).
+    """Read a list file in mmaction2's formats, one video per line: ``video label`` (or
+    ``video,label``) for a video file, and ``frames_dir label``, ``frames_dir num_frames label``
+    or ``frames_dir offset num_frames label`` for a folder of extracted frames (the clip is
+    frames ``offset .. offset + num_frames - 1`` of the folder). A line with several labels is
+    refused with its file and line number. Blank lines and lines starting with ``#`` are
+    skipped; a BOM and CRLF endings are removed; paths stay as written (relative to the root).
 
     Example:
         >>> import tempfile, pathlib
         >>> file = pathlib.Path(tempfile.mkdtemp()) / "train.txt"
-        >>> _ = file.write_text("a.mp4 0\\nb.mp4,1\\nframes/c 120 2\\n")
-        >>> [(e.path, e.label, e.num_frames) for e in read_list_file(file)]
-        [('a.mp4', 0, None), ('b.mp4', 1, None), ('frames/c', 2, 120)]
+        >>> _ = file.write_text("a.mp4 0\\nb.mp4,1\\nframes/c 120 2\\nframes/d 8 100 3\\n")
+        >>> [(e.path, e.label, e.num_frames, e.offset) for e in read_list_file(file)]
+        [('a.mp4', 0, None, 0), ('b.mp4', 1, None, 0), ('frames/c', 2, 120, 0), ('frames/d', 3, 100, 8)]
     """
-    entries = []
-    with open(path, encoding="utf-8") as lines:
-        for number, raw in enumerate(lines, start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            entry = _parse_list_line(line)
-            if entry is None:
-                raise ListFileError(f"{path}:{number}: cannot parse {line!r}; expected {LIST_FORMATS}")
-            entries.append(entry)
-    return entries
+    return [
+        _parse_list_line(line, f"{path}:{number}")
+        for number, line in read_text_lines(path)
+        if not line.startswith("#")
+    ]
 
 
 def read_label_map(path: str | os.PathLike) -> list[str]:
@@ -131,8 +171,7 @@ def read_label_map(path: str | os.PathLike) -> list[str]:
         >>> read_label_map(file)
         ['ApplyEyeMakeup', 'brush_hair']
     """
-    with open(path, encoding="utf-8") as handle:
-        rows = [(number, line.strip()) for number, line in enumerate(handle, start=1) if line.strip()]
+    rows = read_text_lines(path)
     if rows and rows[0][1].replace(" ", "").lower() in ("id,name", "id,label", "label_id,name"):
         rows = rows[1:]
     if not rows or not all(re.match(r"^\d+\s*,", line) for _, line in rows):
@@ -148,6 +187,18 @@ def read_label_map(path: str | os.PathLike) -> list[str]:
     if missing:
         raise ListFileError(f"{path}: class ids must be 0..{len(names) - 1}; missing {missing[:5]}")
     return [names[i] for i in range(len(names))]
+
+
+def kinetics400_classes() -> list[str]:
+    """The 400 Kinetics-400 class names in label order (sorted; the order of mmaction2's
+    ``label_map_k400.txt`` and of the authors' ``kinetics_400_labels.csv``), shipped with clipadapt.
+
+    Example:
+        >>> names = kinetics400_classes()
+        >>> len(names), names[0], names[-1]
+        (400, 'abseiling', 'zumba')
+    """
+    return read_label_map(Path(__file__).with_name("labels") / "kinetics400.txt")
 
 
 def prompt_name(name: str) -> str:
@@ -195,33 +246,36 @@ def read_kinetics400(
 
     Files are ``{youtube_id}_{start:06d}_{end:06d}{extension}``, either in one folder per class
     (named as the label, or with spaces as underscores) or all in ``video_root``; the layout is
-    detected from the files present. Classes are the sorted label names unless ``classnames``
-    (a list or a label file) fixes their order.
+    detected from the files present. Classes are the 400 shipped Kinetics-400 names
+    (:func:`kinetics400_classes`) unless ``classnames`` (a list or a label file) gives others, so
+    a class has the same index whatever subset of rows a CSV holds. A BOM, stray whitespace and
+    quotes around names are removed.
 
     Example:
         >>> annotations = read_kinetics400("kinetics400/val.csv", "kinetics400/val")  # doctest: +SKIP
     """
     video_root = Path(video_root)
-    with open(csv_file, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        required = {"label", "youtube_id", "time_start", "time_end"}
-        missing = required - set(reader.fieldnames or [])
-        if missing:
-            raise ListFileError(
-                f"{csv_file}: missing columns {sorted(missing)}; expected label,youtube_id,time_start,time_end,split"
-            )
-        rows = []
-        for number, row in enumerate(reader, start=2):
-            try:
-                start, end = int(float(row["time_start"])), int(float(row["time_end"]))
-            except (TypeError, ValueError):
-                raise ListFileError(f"{csv_file}:{number}: time_start/time_end must be numbers, got {row}") from None
-            rows.append((row["label"], f"{row['youtube_id']}_{start:06d}_{end:06d}{extension}"))
-    names = _names_or_file(classnames) or sorted({label for label, _ in rows})
+    lines = read_text_lines(csv_file)
+    header = [name.strip() for name in next(csv.reader([lines[0][1]]))] if lines else []
+    missing = {"label", "youtube_id", "time_start", "time_end"} - set(header)
+    if missing:
+        raise ListFileError(
+            f"{csv_file}: missing columns {sorted(missing)}; expected label,youtube_id,time_start,time_end,split"
+        )
+    rows = []
+    for number, line in lines[1:]:
+        row = dict(zip(header, (value.strip() for value in next(csv.reader([line], skipinitialspace=True)))))
+        try:
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+        except (KeyError, TypeError, ValueError):
+            raise ListFileError(f"{csv_file}:{number}: time_start/time_end must be numbers, got {line!r}") from None
+        rows.append((row["label"], f"{row['youtube_id']}_{start:06d}_{end:06d}{extension}"))
+    names = _names_or_file(classnames) or kinetics400_classes()
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted({label for label, _ in rows} - index.keys())
     if unknown:
-        raise ListFileError(f"{csv_file}: labels not among the {len(names)} classes: {unknown[:5]}")
+        source = "the label map" if classnames is not None else "the 400 Kinetics-400 classes (give data.label_map for others)"
+        raise ListFileError(f"{csv_file}: labels not among {source}: {unknown[:5]}")
     layouts = [
         lambda row: f"{row[0]}/{row[1]}",
         lambda row: f"{row[0].replace(' ', '_')}/{row[1]}",
@@ -236,7 +290,9 @@ def read_ssv2(
 ) -> Annotations:
     """Something-Something v2 from its JSON files: ``labels.json`` (``{"Putting something on a
     surface": "0", ...}``) and ``train.json`` / ``validation.json`` (items with ``id`` and a
-    ``template`` whose ``[something]`` placeholders name the class); videos are ``{id}.webm``.
+    ``template`` whose ``[something]`` placeholders name the class), or the same files under the
+    original 20BN names (``something-something-v2-labels.json``, ``-train.json``,
+    ``-validation.json``); videos are ``{id}.webm``.
 
     Example:
         >>> annotations = read_ssv2("ssv2/labels", "ssv2/videos", split="validation")  # doctest: +SKIP
@@ -244,20 +300,34 @@ def read_ssv2(
     if split not in ("train", "validation"):
         raise ValueError(f"unknown SSv2 split {split!r}; accepted: train, validation (test has no labels)")
     annotation_dir, video_root = Path(annotation_dir), Path(video_root)
-    labels_file, split_file = annotation_dir / "labels.json", annotation_dir / f"{split}.json"
-    labels = json.loads(labels_file.read_text(encoding="utf-8"))
+    labels_file, split_file = _ssv2_file(annotation_dir, "labels"), _ssv2_file(annotation_dir, split)
+    labels = {name.strip(): value for name, value in _read_json(labels_file).items()}
     names = [name for name, _ in sorted(labels.items(), key=lambda item: int(item[1]))]
     index = {name: int(i) for name, i in labels.items()}
     entries = []
-    for position, item in enumerate(json.loads(split_file.read_text(encoding="utf-8"))):
+    for position, item in enumerate(_read_json(split_file)):
         template = item.get("template")
         if template is None or "id" not in item:
             raise ListFileError(f"{split_file}: item {position} has no 'id' or 'template': {item}")
-        name = template.replace("[", "").replace("]", "")
+        name = template.replace("[", "").replace("]", "").strip()
         if name not in index:
             raise ListFileError(f"{split_file}: item {position} (id {item['id']}): template {template!r} not in {labels_file}")
         entries.append(Entry(str(video_root / f"{item['id']}.webm"), index[name]))
     return Annotations(entries, names)
+
+
+def _ssv2_file(annotation_dir: Path, kind: str) -> Path:
+    for name in SSV2_FILES[kind]:
+        if (annotation_dir / name).is_file():
+            return annotation_dir / name
+    raise ListFileError(f"{annotation_dir}: no {' or '.join(SSV2_FILES[kind])}")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as error:
+        raise ListFileError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
 
 
 def _check_split(split: int, subset: str, dataset: str) -> None:
@@ -280,18 +350,15 @@ def read_ucf101(
     annotation_dir, video_root = Path(annotation_dir), Path(video_root)
     class_file = annotation_dir / "classInd.txt"
     names = []
-    for number, line in enumerate(class_file.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            tokens = line.split()
-            if len(tokens) != 2 or int(tokens[0]) != len(names) + 1:
-                raise ListFileError(f"{class_file}:{number}: expected '{len(names) + 1} ClassName', got {line!r}")
-            names.append(tokens[1])
+    for number, line in read_text_lines(class_file):
+        tokens = line.split()
+        if len(tokens) != 2 or tokens[0] != str(len(names) + 1):
+            raise ListFileError(f"{class_file}:{number}: expected '{len(names) + 1} ClassName', got {line!r}")
+        names.append(tokens[1])
     index = {name: i for i, name in enumerate(names)}
     list_file = annotation_dir / f"{subset}list0{split}.txt"
     rows = []
-    for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in read_text_lines(list_file):
         relative = line.split()[0].replace("\\", "/")
         folder = relative.split("/")[0]
         if folder not in index:
@@ -321,10 +388,8 @@ def read_hmdb51(
     wanted = "1" if subset == "train" else "2"
     rows = []
     for label, split_file in enumerate(files):
-        for number, line in enumerate(split_file.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in read_text_lines(split_file):
             tokens = line.split()
-            if not tokens:
-                continue
             if len(tokens) != 2 or tokens[1] not in ("0", "1", "2"):
                 raise ListFileError(f"{split_file}:{number}: expected 'video.avi 0|1|2', got {line!r}")
             if tokens[1] == wanted:
@@ -334,6 +399,21 @@ def read_hmdb51(
 
 
 # ----------------------------------------------------------------------------- the dataset
+
+def _check_classes(source, label_map, names, num_classes, entries) -> int:
+    """The number of classes, after checking the label map, ``num_classes`` and the labels agree."""
+    if num_classes is not None and names is not None and len(names) != num_classes:
+        raise ValueError(f"num_classes={num_classes} but the label map ({label_map if label_map is not None else source}) "
+                         f"has {len(names)} classes")
+    count = num_classes if num_classes is not None else len(names) if names is not None else None
+    if count is None:
+        return max(entry.label for entry in entries) + 1
+    outside = next((entry for entry in entries if not 0 <= entry.label < count), None)
+    if outside is not None:
+        raise ValueError(f"{source}: {outside.path} has label {outside.label}, outside [0, {count}) "
+                         f"({'num_classes' if num_classes is not None else 'the label map'} gives {count} classes)")
+    return count
+
 
 def sample_seed(*key: int) -> int:
     """A 63-bit seed mixed from integers such as (seed, epoch, index, attempt)."""
@@ -349,10 +429,16 @@ class VideoDataset(torch.utils.data.Dataset):
     ``num_clips`` temporal clips × ``num_crops`` spatial crops > 1 yield all views together as
     (V, T, 3, H, W), V = clips × crops, clip-major.
 
-    A missing, empty, truncated or undecodable video, or a label outside [0, num_classes), is
-    replaced by another sample (``on_error="skip"``, the default) and logged once per file and
-    process; ``on_error="raise"`` raises :class:`BadSampleError` instead. ``max_bad_in_row``
-    failures in a row raise :class:`TooManyBadSamples` (a wrong ``root`` looks like that).
+    ``num_classes`` (when given) must equal the label map's length, and every label must lie in
+    [0, num_classes): a disagreement raises ``ValueError`` at construction naming both. Frames are
+    read with ``backend`` (``"auto"``: the fastest exact reader, see :func:`open_video`); a list's
+    ``num_frames``/``offset`` columns choose the frames of a clip, and a video with fewer frames
+    than the list says is a bad sample.
+
+    A missing, empty, truncated or undecodable video is replaced by another sample
+    (``on_error="skip"``, the default) and logged once per file and process;
+    ``on_error="raise"`` raises :class:`BadSampleError` instead. ``max_bad_in_row`` failures in
+    a row raise :class:`TooManyBadSamples` (a wrong ``root`` looks like that).
 
     Randomness comes from (seed, epoch, index) only, so a seed gives the same clips whatever the
     number of loader workers; :func:`~clipadapt.data.build_loader` passes the epoch along.
@@ -373,6 +459,7 @@ class VideoDataset(torch.utils.data.Dataset):
         root: str | os.PathLike | None = None,
         label_map: str | os.PathLike | Sequence[str] | None = None,
         *,
+        num_classes: int | None = None,
         num_frames: int = 8,
         sampling: str = "dense",
         stride: int | None = None,
@@ -381,7 +468,7 @@ class VideoDataset(torch.utils.data.Dataset):
         size: int = 224,
         train: bool = False,
         transform: Callable | None = None,
-        backend: str = "decord",
+        backend: str = "auto",
         on_error: str = "skip",
         max_bad_in_row: int = 20,
         seed: int = 0,
@@ -401,7 +488,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.root = Path(root) if root is not None else None
         self.label_names = names
         self.classnames = [prompt_name(name) for name in names] if names is not None else None
-        self.num_classes = len(names) if names is not None else max(e.label for e in self.entries) + 1
+        self.num_classes = _check_classes(self.source, label_map, names, num_classes, self.entries)
         self.sampler = FrameSampler(num_frames=num_frames, mode=sampling, stride=stride, num_clips=num_clips)
         self.train = train
         self.transform = transform if transform is not None else eval_transform(size, num_crops)
@@ -427,11 +514,13 @@ class VideoDataset(torch.utils.data.Dataset):
     def load(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The transformed clip(s) of sample ``index``; raises on bad data whatever ``on_error``."""
         entry = self.entries[index]
-        if not 0 <= entry.label < self.num_classes:
-            raise ValueError(f"label {entry.label} outside [0, {self.num_classes})")
         video = open_video(self.path(index), backend=self.backend)
-        indices = self.sampler(len(video), train=self.train, generator=generator)  # (K, T)
-        frames = video.get(indices.flatten())
+        num_frames = len(video) if entry.num_frames is None else entry.num_frames
+        if entry.offset + num_frames > len(video):
+            raise VideoError(self.path(index), f"the list gives frames {entry.offset}..{entry.offset + num_frames - 1}, "
+                             f"it has {len(video)}")
+        indices = self.sampler(num_frames, train=self.train, generator=generator)  # (K, T)
+        frames = video.get(indices.flatten() + entry.offset)
         clips = rearrange(frames, "(k t) h w c -> k t c h w", k=indices.shape[0])
         views = [self.transform(clip, generator) for clip in clips]
         views = torch.cat([view if view.dim() == 5 else view[None] for view in views])  # (V, T, 3, H, W)

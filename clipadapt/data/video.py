@@ -1,16 +1,29 @@
-"""Video readers: decord first, PyAV as the fallback, and folders of extracted frames.
+"""Video readers that return the frames a full in-order decode by FFmpeg yields, or refuse.
 
-Every reader has the same small surface: ``len(reader)`` is the number of frames, ``reader.fps``
-the frame rate, and ``reader.get(indices)`` returns the frames at those indices as a uint8 tensor
-of shape (T, H, W, 3).
+Three backends read video files: decord (bundles FFmpeg, fast random access), torchcodec
+(PyTorch's decoder, exact seeks; needs FFmpeg's shared libraries) and PyAV (FFmpeg through a
+filter graph, decoding forward from the start). Every reader has the same small surface:
+``len(reader)`` is the number of frames that decode, ``reader.fps`` the frame rate, and
+``reader.get(indices)`` returns the frames at those indices as a uint8 tensor (T, H, W, 3), with
+the container's rotation applied as the ``ffmpeg`` command line applies it.
+
+Whether a backend is exact depends on the file, so :func:`probe_video` reads its container once
+(codec, pixel format, B-frames, rotation, and the frame count from the packet index with the edit
+list applied: no decoding) and :meth:`VideoProbe.inexact_reason` says, per backend, why it would
+return a wrong frame. ``backend="auto"`` takes the fastest exact backend installed; a named
+backend that cannot be exact for a file refuses it with a :class:`VideoError`.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import re
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,19 +33,33 @@ from einops import rearrange
 
 __all__ = [
     "VideoError",
+    "VideoProbe",
+    "probe_video",
     "open_video",
     "DecordReader",
+    "TorchCodecReader",
     "PyAVReader",
     "FrameFolderReader",
     "decord_available",
+    "torchcodec_available",
+    "available_backends",
     "BACKENDS",
+    "AUTO_ORDER",
 ]
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("decord", "pyav")
+# Fastest first, as measured by benchmarks/bench_readers.py (see docs/datasets.md).
+AUTO_ORDER = ("decord", "torchcodec", "pyav")
+BACKENDS = ("auto", *AUTO_ORDER)
 FRAME_PATTERN = re.compile(r"^(?:img|frame|image)?_?(\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 DEFAULT_FOLDER_FPS = 30.0
+# What decord reads exactly (tests/data/test_codec_matrix.py): 8-bit 4:2:0 H.264, VP9 and
+# MPEG-4 Part 2 without B-frames. HEVC random access, 10-bit colour, MPEG-4 B-frames, rotation
+# and edit lists give wrong frames, so anything else is refused rather than trusted.
+DECORD_EXACT_CODECS = ("h264", "vp9", "mpeg4")
+DECORD_EXACT_PIXEL_FORMATS = ("yuv420p",)
+PROBE_CACHE_SIZE = 4096
 
 
 class VideoError(RuntimeError):
@@ -44,22 +71,36 @@ class VideoError(RuntimeError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def _import_optional(name: str):
+    try:
+        return importlib.import_module(name)
+    except Exception:  # torchcodec raises RuntimeError/OSError when FFmpeg's libraries are missing
+        return None
+
+
+_MODULES: dict[str, object] = {}
+
+
+def _module(name: str):
+    if name not in _MODULES:
+        _MODULES[name] = _import_optional(name) or False
+    return _MODULES[name] or None
+
+
 def decord_available() -> bool:
     """True where the optional decord package can be imported (it ships wheels for Linux x86-64)."""
-    return _import_decord() is not None
+    return _module("decord") is not None
 
 
-_DECORD = None
+def torchcodec_available() -> bool:
+    """True where torchcodec imports and finds FFmpeg's shared libraries (``libavcodec``)."""
+    return _module("torchcodec.decoders") is not None
 
 
-def _import_decord():
-    global _DECORD
-    if _DECORD is None:
-        try:
-            _DECORD = importlib.import_module("decord")
-        except ImportError:
-            _DECORD = False
-    return _DECORD or None
+def available_backends() -> list[str]:
+    """The installed backends, fastest first (PyAV is always there)."""
+    present = {"decord": decord_available(), "torchcodec": torchcodec_available(), "pyav": True}
+    return [name for name in AUTO_ORDER if present[name]]
 
 
 def _as_index_list(indices: Sequence[int] | torch.Tensor, length: int, path) -> list[int]:
@@ -79,8 +120,164 @@ def _check_file(path: Path) -> None:
         raise VideoError(path, "empty file")
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+# ----------------------------------------------------------------------------- probing
+
+def _orientation_filters(matrix: tuple[int, ...] | None) -> tuple[tuple[str, str], ...] | None:
+    """The filters the ffmpeg CLI inserts for a display matrix (fftools ``get_rotation`` and its
+    autorotate), or ``None`` for an angle that is not a multiple of 90 degrees."""
+    if matrix is None:
+        return ()
+    m = [value / 65536.0 for value in matrix]
+    scale_x, scale_y = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if scale_x == 0 or scale_y == 0:
+        return ()
+    theta = -round(-math.degrees(math.atan2(m[1] / scale_y, m[0] / scale_x)))
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return (("transpose", "cclock_flip" if matrix[3] > 0 else "clock"),)
+    if abs(theta - 180) < 1:
+        return (("hflip", ""),) * (matrix[0] < 0) + (("vflip", ""),) * (matrix[4] < 0)
+    if abs(theta - 270) < 1:
+        return (("transpose", "clock_flip" if matrix[3] < 0 else "cclock"),)
+    if abs(theta) > 1:
+        return None
+    return (("vflip", ""),) if matrix[4] < 0 else ()
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What one video file's container says, read once without decoding more than one frame.
+
+    ``num_frames`` counts the packets that decode to a shown frame (size > 0, not marked discard
+    by the edit list); ``declared_frames`` is what the container header claims (0: none).
+
+    Example:
+        >>> probe = probe_video("clip.mp4")  # doctest: +SKIP
+        >>> probe.codec, probe.num_frames, probe.inexact_reason("decord")  # doctest: +SKIP
+        ('hevc', 48, 'HEVC: decord returns frames from the wrong time on random access')
+    """
+
+    path: str
+    container: str
+    codec: str
+    pixel_format: str
+    bits: int
+    has_b_frames: bool
+    display_matrix: tuple[int, ...] | None
+    declared_frames: int
+    num_frames: int
+    fps: float
+
+    @property
+    def orientation(self) -> tuple[tuple[str, str], ...] | None:
+        """The ffmpeg filters that orient the frames (``()``: none; ``None``: an odd angle)."""
+        return _orientation_filters(self.display_matrix)
+
+    @property
+    def mirrored(self) -> bool:
+        """True when the display matrix flips the picture (negative determinant)."""
+        m = self.display_matrix
+        return m is not None and m[0] * m[4] - m[1] * m[3] < 0
+
+    def inexact_reason(self, backend: str) -> str | None:
+        """Why `backend` would not return ffmpeg's frames for this file; ``None`` when it does."""
+        if self.orientation is None:
+            return "rotation by an angle that is not a multiple of 90 degrees is not supported"
+        if backend == "pyav":
+            return None
+        if backend == "torchcodec":
+            if self.codec == "mpeg4" and self.has_b_frames and self.container == "avi":
+                return "MPEG-4 Part 2 with B-frames in AVI: torchcodec's exact seek cannot decode it"
+            if self.mirrored:
+                return "a mirrored display matrix: torchcodec's orientation of it is not verified"
+            return None
+        if backend == "decord":
+            if self.orientation:
+                return "rotation metadata: decord does not apply it"
+            if self.codec not in DECORD_EXACT_CODECS:
+                return f"{self.codec}: decord's random access is not exact for it (verified: {', '.join(DECORD_EXACT_CODECS)})"
+            if self.pixel_format not in DECORD_EXACT_PIXEL_FORMATS:
+                return f"pixel format {self.pixel_format}: decord's RGB conversion differs from FFmpeg's"
+            if self.codec == "mpeg4" and self.has_b_frames:
+                return "MPEG-4 Part 2 with B-frames: decord returns frames from the wrong time"
+            if self.declared_frames and self.declared_frames != self.num_frames:
+                return (f"the container declares {self.declared_frames} frames but {self.num_frames} decode "
+                        "(edit list): decord returns frames out of order")
+            return None
+        raise ValueError(f"unknown video backend {backend!r}; accepted: {', '.join(AUTO_ORDER)}")
+
+
+_PROBES: OrderedDict[tuple, VideoProbe] = OrderedDict()
+
+
+def probe_video(path: str | os.PathLike) -> VideoProbe:
+    """Read a video file's container once (cached per file, size and mtime) with PyAV.
+
+    Raises :class:`VideoError` for a missing, empty or unreadable file or one without video.
+
+    Example:
+        >>> probe_video("clip.avi").num_frames  # doctest: +SKIP
+        164
+    """
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    status = path.stat()
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns)
+    if key in _PROBES:
+        _PROBES.move_to_end(key)
+        return _PROBES[key]
+    matrix, count = None, 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(path, "no video stream")
+            stream = container.streams.video[0]
+            context = stream.codec_context
+            pixel_format = context.format.name if context.format is not None else ""
+            bits = max((component.bits for component in context.format.components), default=8) if context.format else 8
+            rate = stream.average_rate or stream.guessed_rate
+            first_frame = None
+            for packet in container.demux(stream):
+                if packet.size > 0 and not packet.is_discard:
+                    count += 1
+                if first_frame is None and packet.size > 0:
+                    first_frame = next(iter(stream.decode(packet)), None)
+            if first_frame is None and count:
+                first_frame = next(iter(stream.decode(None)), None)
+            if first_frame is not None:
+                for side_data in first_frame.side_data:
+                    if side_data.type.name == "DISPLAYMATRIX":
+                        matrix = struct.unpack("<9i", bytes(side_data)[:36])
+            probe = VideoProbe(
+                path=str(path), container=container.format.name.split(",")[0], codec=context.name,
+                pixel_format=pixel_format, bits=int(bits), has_b_frames=bool(context.has_b_frames),
+                display_matrix=matrix, declared_frames=int(stream.frames or 0), num_frames=count,
+                fps=float(rate) if rate else DEFAULT_FOLDER_FPS,
+            )
+    except (av.FFmpegError, ValueError) as error:
+        raise VideoError(path, f"cannot open it ({_first_line(error)})") from error
+    if probe.num_frames <= 0:
+        raise VideoError(path, "no frames")
+    _PROBES[key] = probe
+    if len(_PROBES) > PROBE_CACHE_SIZE:
+        _PROBES.popitem(last=False)
+    return probe
+
+
+# ----------------------------------------------------------------------------- readers
+
 class DecordReader:
     """Reads a video file with decord (random access, fast on Linux x86-64).
+
+    Refuses, with a :class:`VideoError`, a file decord cannot read exactly (see
+    :meth:`VideoProbe.inexact_reason`).
 
     Example:
         >>> reader = DecordReader("clip.mp4")  # doctest: +SKIP
@@ -90,20 +287,21 @@ class DecordReader:
 
     backend = "decord"
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, probe: VideoProbe | None = None):
         self.path = Path(path)
-        decord = _import_decord()
+        decord = _module("decord")
         if decord is None:
             raise VideoError(self.path, "decord is not installed (it has wheels for Linux x86-64 only)")
-        _check_file(self.path)
+        self.probe = probe or probe_video(self.path)
+        _refuse_if_inexact(self.probe, self.backend)
         try:
             self._reader = decord.VideoReader(str(self.path), num_threads=1)
-            self._length = len(self._reader)
-            self.fps = float(self._reader.get_avg_fps())
+            decoded_length = len(self._reader)
         except (RuntimeError, decord.DECORDError) as error:
             raise VideoError(self.path, f"decord cannot open it ({_first_line(error)})") from error
-        if self._length <= 0:
-            raise VideoError(self.path, "no frames")
+        if decoded_length != self.probe.num_frames:
+            raise VideoError(self.path, f"decord counts {decoded_length} frames, the packet index {self.probe.num_frames}")
+        self._length, self.fps = self.probe.num_frames, self.probe.fps
 
     def __len__(self) -> int:
         return self._length
@@ -111,7 +309,7 @@ class DecordReader:
     def get(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Frames at ``indices`` as uint8 (T, H, W, 3)."""
         index_list = _as_index_list(indices, self._length, self.path)
-        decord = _import_decord()
+        decord = _module("decord")
         try:
             frames = self._reader.get_batch(index_list).asnumpy()
         except (RuntimeError, decord.DECORDError) as error:
@@ -119,12 +317,57 @@ class DecordReader:
         return torch.from_numpy(np.ascontiguousarray(frames))
 
 
-class PyAVReader:
-    """Reads a video file with PyAV (FFmpeg), decoding forward from the start.
+class TorchCodecReader:
+    """Reads a video file with torchcodec's ``VideoDecoder`` (exact seek mode, rotation applied).
 
-    The frame count comes from the container when it records one, otherwise from counting the
-    packets of the video stream (no decoding). A file that decodes to fewer frames than requested
-    (truncated) raises :class:`VideoError`.
+    ``device="cuda"`` decodes on the GPU (NVDEC) where torchcodec was built with it.
+
+    Example:
+        >>> reader = TorchCodecReader("clip.mp4")  # doctest: +SKIP
+        >>> reader.get([0, 4, 8]).shape  # doctest: +SKIP
+        torch.Size([3, 240, 320, 3])
+    """
+
+    backend = "torchcodec"
+
+    def __init__(self, path: str | os.PathLike, probe: VideoProbe | None = None, device: str = "cpu"):
+        self.path = Path(path)
+        decoders = _module("torchcodec.decoders")
+        if decoders is None:
+            raise VideoError(self.path, "torchcodec cannot be loaded (it needs FFmpeg's shared libraries, e.g. apt-get install ffmpeg)")
+        self.probe = probe or probe_video(self.path)
+        _refuse_if_inexact(self.probe, self.backend)
+        try:
+            self._decoder = decoders.VideoDecoder(
+                str(self.path), dimension_order="NHWC", seek_mode="exact", num_ffmpeg_threads=1, device=device
+            )
+            decoded_length = int(self._decoder.metadata.num_frames)
+        except (RuntimeError, ValueError) as error:
+            raise VideoError(self.path, f"torchcodec cannot open it ({_first_line(error)})") from error
+        if decoded_length != self.probe.num_frames:
+            raise VideoError(self.path, f"torchcodec counts {decoded_length} frames, the packet index {self.probe.num_frames}")
+        self._length, self.fps = self.probe.num_frames, self.probe.fps
+
+    def __len__(self) -> int:
+        return self._length
+
+    def get(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Frames at ``indices`` as uint8 (T, H, W, 3)."""
+        index_list = _as_index_list(indices, self._length, self.path)
+        try:
+            frames = self._decoder.get_frames_at(index_list).data
+        except (RuntimeError, ValueError, IndexError) as error:
+            raise VideoError(self.path, f"torchcodec cannot decode it ({_first_line(error)})") from error
+        return frames.cpu().contiguous()
+
+
+class PyAVReader:
+    """Reads a video file with PyAV, decoding forward from the start through the filter graph the
+    ``ffmpeg`` command line builds (RGB conversion and rotation as it does them): the reference
+    path, exact for every format FFmpeg decodes.
+
+    The frame count is :attr:`VideoProbe.num_frames` (the packet index with the edit list
+    applied). A file that decodes to fewer frames than that raises :class:`VideoError`.
 
     Example:
         >>> reader = PyAVReader("clip.webm")  # doctest: +SKIP
@@ -134,25 +377,11 @@ class PyAVReader:
 
     backend = "pyav"
 
-    def __init__(self, path: str | os.PathLike):
-        import av
-
+    def __init__(self, path: str | os.PathLike, probe: VideoProbe | None = None):
         self.path = Path(path)
-        _check_file(self.path)
-        try:
-            with av.open(str(self.path)) as container:
-                if not container.streams.video:
-                    raise VideoError(self.path, "no video stream")
-                stream = container.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate
-                self.fps = float(rate) if rate else DEFAULT_FOLDER_FPS
-                self._length = int(stream.frames or 0)
-                if self._length <= 0:
-                    self._length = sum(1 for packet in container.demux(stream) if packet.size > 0)
-        except av.FFmpegError as error:
-            raise VideoError(self.path, f"PyAV cannot open it ({_first_line(error)})") from error
-        if self._length <= 0:
-            raise VideoError(self.path, "no frames")
+        self.probe = probe or probe_video(self.path)
+        _refuse_if_inexact(self.probe, self.backend)
+        self._length, self.fps = self.probe.num_frames, self.probe.fps
 
     def __len__(self) -> int:
         return self._length
@@ -162,16 +391,19 @@ class PyAVReader:
         import av
 
         index_list = _as_index_list(indices, self._length, self.path)
-        wanted = set(index_list)
-        last = max(index_list)
+        wanted, last = set(index_list), max(index_list)
         found: dict[int, np.ndarray] = {}
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                graph = None
                 for position, frame in enumerate(container.decode(stream)):
                     if position in wanted:
-                        found[position] = frame.to_ndarray(format="rgb24")
+                        if graph is None or (frame.width, frame.height, frame.format.name) != graph[1]:
+                            graph = (self._graph(stream, frame), (frame.width, frame.height, frame.format.name))
+                        graph[0].push(frame)
+                        found[position] = graph[0].pull().to_ndarray()
                     if position >= last:
                         break
         except (av.FFmpegError, ValueError) as error:
@@ -179,13 +411,34 @@ class PyAVReader:
                 raise VideoError(self.path, f"PyAV cannot decode it ({_first_line(error)})") from error
         missing = wanted - found.keys()
         if missing:
-            raise VideoError(
-                self.path, f"truncated: frame {min(missing)} of {self._length} could not be decoded"
-            )
+            raise VideoError(self.path, f"truncated: frame {min(missing)} of {self._length} could not be decoded")
         shapes = {array.shape for array in found.values()}
         if len(shapes) != 1:
             raise VideoError(self.path, f"frames change size mid-stream: {sorted(shapes)}")
         return torch.from_numpy(np.stack([found[i] for i in index_list]))
+
+    def _graph(self, stream, frame):
+        import av
+
+        graph = av.filter.Graph()
+        node = graph.add_buffer(
+            width=frame.width, height=frame.height, format=frame.format.name, time_base=stream.time_base
+        )
+        for name, args in self.probe.orientation:
+            step = graph.add(name, args) if args else graph.add(name)
+            node.link_to(step)
+            node = step
+        for step in (graph.add("format", "rgb24"), graph.add("buffersink")):
+            node.link_to(step)
+            node = step
+        graph.configure()
+        return graph
+
+
+def _refuse_if_inexact(probe: VideoProbe, backend: str) -> None:
+    reason = probe.inexact_reason(backend)
+    if reason is not None:
+        raise VideoError(probe.path, f"{backend} cannot read it exactly: {reason}; backend='auto' picks an exact one")
 
 
 class FrameFolderReader:
@@ -236,14 +489,35 @@ class FrameFolderReader:
         return rearrange(torch.stack([images[i] for i in index_list]), "t c h w -> t h w c")
 
 
-class _FallbackReader:
-    """decord while it works; PyAV from the first failure on (open or decode)."""
+READERS = {"decord": DecordReader, "torchcodec": TorchCodecReader, "pyav": PyAVReader}
+_LOGGED: set[tuple[str, str]] = set()
 
-    def __init__(self, path: Path, primary: DecordReader):
-        self.path = path
-        self._reader = primary
-        self.fps = primary.fps
-        self._length = len(primary)
+
+def _log_once(path: Path, message: str) -> None:
+    key = (str(path), message)
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        log.info("%s: %s", path, message)
+
+
+class _FallbackReader:
+    """The first exact backend while it works; the next exact one from a decode failure on."""
+
+    def __init__(self, path: Path, probe: VideoProbe, names: list[str]):
+        self.path, self.probe, self._names = path, probe, list(names)
+        self._reader = self._open_next()
+        self.fps, self._length = self._reader.fps, len(self._reader)
+
+    def _open_next(self):
+        while self._names:
+            name = self._names.pop(0)
+            try:
+                return READERS[name](self.path, self.probe)
+            except VideoError as error:
+                if not self._names:
+                    raise
+                _log_once(self.path, f"{error.reason}; trying {self._names[0]}")
+        raise VideoError(self.path, "no backend left to read it")
 
     @property
     def backend(self) -> str:
@@ -253,29 +527,25 @@ class _FallbackReader:
         return self._length
 
     def get(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        try:
-            return self._reader.get(indices)
-        except VideoError as error:
-            if self._reader.backend != "decord":
-                raise
-            log.debug("%s; retrying with PyAV", error)
-            self._reader = PyAVReader(self.path)
-            self._length = min(self._length, len(self._reader))
-            return self._reader.get(indices)
+        while True:
+            try:
+                return self._reader.get(indices)
+            except VideoError as error:
+                if not self._names:
+                    raise
+                _log_once(self.path, f"{error.reason}; reading it with {self._names[0]}")
+                self._reader = self._open_next()
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
-
-
-def open_video(path: str | os.PathLike, backend: str = "decord"):
+def open_video(path: str | os.PathLike, backend: str = "auto"):
     """Open a video file or a folder of extracted frames for random access.
 
-    ``backend="decord"`` (the default) uses decord and falls back to PyAV when decord is not
-    installed or cannot open or decode the file; ``backend="pyav"`` uses PyAV only. A directory
-    is read as a folder of frames and a ``.frames`` file as a frame store, whatever the backend. Raises :class:`VideoError` naming the
-    file and the reason when no backend can read it.
+    ``backend="auto"`` (the default) takes the fastest installed backend that is exact for the
+    file (decord, then torchcodec, then PyAV) and moves on to the next one on a decode failure,
+    logging the reason once per file. ``"decord"``, ``"torchcodec"`` or ``"pyav"`` use that
+    backend only and raise :class:`VideoError` naming the file and the reason when it cannot be
+    exact for it. A directory is read as a folder of frames and a ``.frames`` file as a frame store,
+    whatever the backend.
 
     Example:
         >>> video = open_video("clip.mp4")  # doctest: +SKIP
@@ -285,16 +555,20 @@ def open_video(path: str | os.PathLike, backend: str = "decord"):
     path = Path(path)
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    # The one place that chooses a reader: a frame folder, a frame store, or a video file by backend.
     if path.is_dir():
         return FrameFolderReader(path)
     if path.suffix == ".frames":  # a frame store written by `clipadapt prepare`, whatever the backend
         from .frame_store import FrameStoreReader
 
         return FrameStoreReader(path)
-    if backend == "pyav" or not decord_available():
-        return PyAVReader(path)
-    try:
-        return _FallbackReader(path, DecordReader(path))
-    except VideoError as error:
-        log.debug("%s; opening with PyAV", error)
-        return PyAVReader(path)
+    probe = probe_video(path)
+    if backend != "auto":
+        return READERS[backend](path, probe)
+    installed = available_backends()
+    exact = [name for name in installed if probe.inexact_reason(name) is None]
+    if not exact:
+        raise VideoError(path, probe.inexact_reason("pyav") or "no installed backend reads it exactly")
+    if exact[0] != installed[0]:
+        _log_once(path, f"{installed[0]} cannot read it exactly ({probe.inexact_reason(installed[0])}); using {exact[0]}")
+    return _FallbackReader(path, probe, exact)

@@ -44,14 +44,19 @@ def test_segment_sampling_and_training_clips_depend_only_on_seed_epoch_index(tin
 
 
 def test_bad_videos_are_replaced_counted_and_logged_once(tiny_data, tmp_path, caplog):
-    list_file = with_bad_lines(tiny_data, tmp_path, [f"{tmp_path}/missing.mp4 0", f"{tmp_path}/empty.mp4 1", "x.mp4 9"])
+    (tmp_path / "short.mp4").write_bytes(tiny_data.root.joinpath("videos/00000.mp4").read_bytes())
+    list_file = with_bad_lines(tiny_data, tmp_path, [f"{tmp_path}/missing.mp4 0", f"{tmp_path}/empty.mp4 1",
+                                                     f"{tmp_path}/short 5 20 2"])
+    (tmp_path / "short").mkdir()
+    for number in range(1, 13):
+        (tmp_path / "short" / f"img_{number:05d}.jpg").write_bytes(b"")
     dataset = small_dataset(tiny_data, list_file, root=None)
     bad = range(len(dataset) - 3, len(dataset))
     with caplog.at_level(logging.WARNING, logger="clipadapt.data.datasets"):
         samples = [dataset[i] for i in bad] + [dataset[i] for i in bad]
     assert all(sample["bad"] >= 1 and sample["index"] not in bad for sample in samples)
     assert dataset.bad_samples == sum(sample["bad"] for sample in samples) >= 6
-    assert set(dataset.bad_files.values()) == {"file not found", "empty file", "label 9 outside [0, 4)"}
+    assert set(dataset.bad_files.values()) == {"file not found", "empty file", "the list gives frames 5..24, it has 12"}
     assert len(caplog.records) == 3
 
 
@@ -112,3 +117,37 @@ def test_frame_folder_list_entries_load(tiny_data, tmp_path):
     dataset = VideoDataset(tmp_path / "frames.txt", root=tmp_path, num_frames=4, sampling="segment", size=32,
                            on_error="raise")
     assert dataset[0]["video"].shape == (4, 3, 32, 32)
+
+
+def test_num_classes_that_disagrees_with_the_label_map_is_refused(tiny_data):
+    with pytest.raises(ValueError, match=r"num_classes=5 but the label map .* has 4 classes"):
+        small_dataset(tiny_data, num_classes=5)
+
+
+def test_a_label_outside_num_classes_is_refused_at_construction(tiny_data, tmp_path):
+    list_file = with_bad_lines(tiny_data, tmp_path, ["x.mp4 9"])
+    with pytest.raises(ValueError, match=r"list.txt: x.mp4 has label 9, outside \[0, 4\)"):
+        small_dataset(tiny_data, list_file, root=None)
+    with pytest.raises(ValueError, match=r"label 9, outside \[0, 6\) \(num_classes gives 6"):
+        VideoDataset(list_file, num_classes=6)
+
+
+def write_frames(folder, frames):
+    from torchvision.io import write_png
+
+    folder.mkdir(parents=True)
+    for number, frame in enumerate(frames, start=1):
+        write_png(frame.permute(2, 0, 1).contiguous(), str(folder / f"img_{number:05d}.png"))
+
+
+def test_offset_and_frame_count_columns_choose_the_frames(tiny_data, tmp_path):
+    from clipadapt.data import open_video
+
+    frames = open_video(tiny_data.root / "videos/00000.mp4").get(range(12))
+    write_frames(tmp_path / "v", frames)
+    (tmp_path / "list.txt").write_text("v 3 4 0\nv 6 0\n")
+    dataset = VideoDataset(tmp_path / "list.txt", root=tmp_path, num_frames=4, stride=1, size=32,
+                           transform=lambda clip, generator: clip, on_error="raise")
+    # frames 3..6 of the folder (offset 3, 4 frames), and 0..3 of the first 6
+    assert torch.equal(dataset[0]["video"], frames[3:7].permute(0, 3, 1, 2))
+    assert torch.equal(dataset[1]["video"], frames[1:5].permute(0, 3, 1, 2))

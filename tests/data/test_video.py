@@ -28,19 +28,17 @@ def test_backends_agree_within_codec_tolerance(video_file):
     assert difference.max() <= 48
 
 
-def test_decode_failure_falls_back_to_pyav(video_file, monkeypatch):
-    def broken(self, indices):
-        raise VideoError(self.path, "decord cannot decode it (simulated)")
-
-    monkeypatch.setattr(video_module.DecordReader, "get", broken)
-    video = open_video(video_file)
-    assert video.get([1, 2]).shape == (2, 32, 32, 3)
-    assert video.backend == "pyav"
-
-
-def test_pyav_is_used_where_decord_is_missing(video_file, monkeypatch):
-    monkeypatch.setattr(video_module, "_DECORD", False)
+def test_pyav_is_used_where_neither_decord_nor_torchcodec_loads(video_file, monkeypatch):
+    monkeypatch.setitem(video_module._MODULES, "decord", False)
+    monkeypatch.setitem(video_module._MODULES, "torchcodec.decoders", False)
+    assert video_module.available_backends() == ["pyav"]
     assert open_video(video_file).backend == "pyav"
+
+
+def test_a_backend_that_cannot_load_says_why(video_file, monkeypatch):
+    monkeypatch.setitem(video_module._MODULES, "torchcodec.decoders", False)
+    with pytest.raises(VideoError, match="00000.mp4: torchcodec cannot be loaded .*FFmpeg's shared libraries"):
+        open_video(video_file, backend="torchcodec")
 
 
 def test_frame_folder_reads_as_a_video(tmp_path, video_file):
@@ -53,7 +51,7 @@ def test_frame_folder_reads_as_a_video(tmp_path, video_file):
     assert torch.equal(restored, frames[[3, 0]])
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["auto", "decord", "torchcodec", "pyav"])
 def test_missing_and_empty_files_raise_video_error_naming_the_file(tmp_path, backend):
     with pytest.raises(VideoError, match="missing.mp4: file not found"):
         open_video(tmp_path / "missing.mp4", backend=backend)
@@ -71,5 +69,5 @@ def test_truncated_file_is_reported_as_a_video_error(tmp_path, video_file):
 
 
 def test_unknown_backend_names_the_accepted_ones(video_file):
-    with pytest.raises(ValueError, match="decord, pyav"):
+    with pytest.raises(ValueError, match="auto, decord, torchcodec, pyav"):
         open_video(video_file, backend="opencv")
