@@ -50,7 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Fastest first, as measured by benchmarks/bench_readers.py (see docs/datasets.md).
-AUTO_ORDER = ("decord", "torchcodec", "pyav")
+AUTO_ORDER = ("torchcodec", "decord", "pyav")
 BACKENDS = ("auto", *AUTO_ORDER)
 FRAME_PATTERN = re.compile(r"^(?:img|frame|image)?_?(\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 DEFAULT_FOLDER_FPS = 30.0
@@ -541,7 +541,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto"):
     """Open a video file or a folder of extracted frames for random access.
 
     ``backend="auto"`` (the default) takes the fastest installed backend that is exact for the
-    file (decord, then torchcodec, then PyAV) and moves on to the next one on a decode failure,
+    file (torchcodec, then decord, then PyAV) and moves on to the next one on a decode failure,
     logging the reason once per file. ``"decord"``, ``"torchcodec"`` or ``"pyav"`` use that
     backend only and raise :class:`VideoError` naming the file and the reason when it cannot be
     exact for it. A directory is read as a folder of frames and a ``.frames`` file as a frame store,

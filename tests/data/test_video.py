@@ -69,5 +69,5 @@ def test_truncated_file_is_reported_as_a_video_error(tmp_path, video_file):
 
 
 def test_unknown_backend_names_the_accepted_ones(video_file):
-    with pytest.raises(ValueError, match="auto, decord, torchcodec, pyav"):
+    with pytest.raises(ValueError, match="auto, torchcodec, decord, pyav"):
         open_video(video_file, backend="opencv")
