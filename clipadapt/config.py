@@ -169,6 +169,7 @@ class DataCfg(Section):
     accumulate: whole(ge=1, le=1 << 16) = 1
     num_workers: whole(ge=0, le=512) = 8
     on_error: Literal["skip", "raise"] = "skip"
+    backend: Literal["auto", "torchcodec", "decord", "pyav"] = Field("auto", description="video reader: auto (the fastest exact one), torchcodec, decord or pyav")
     synthetic: dict[str, Any] = Field(default_factory=dict, description="arguments of clipadapt.data.synthetic.generate")
 
 

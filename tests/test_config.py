@@ -29,7 +29,7 @@ from clipadapt.config import (
 VALID, _ = load_recipe_dict("m2clip_k400")
 FREE_FORM = ("model.config", "data.synthetic")  # mappings whose keys the schema does not fix
 REQUIRED = {"adapters", "heads", "adapters.0.name", "adapters.1.name", "heads.0.name", "heads.1.name", "heads.2.name", "heads.3.name"}
-ENUMS = ["model.family", "precision", "data.dataset", "data.sampling", "data.train_aug", "data.on_error", "video.pooling",
+ENUMS = ["model.family", "precision", "data.dataset", "data.sampling", "data.train_aug", "data.on_error", "data.backend", "video.pooling",
          "eval.view_fusion", "eval.crops", "adapters.0.tower", "adapters.0.site", "optim.name", "eval.zero_shot.sampling"]
 
 

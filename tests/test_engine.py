@@ -277,6 +277,14 @@ def test_evaluate_averages_view_probabilities_per_head_and_counts_each_video_onc
     assert evaluate(model, repeated)["num_videos"] == 2
 
 
+def test_evaluate_counts_the_bad_samples_its_batches_replaced():
+    model = TinyVideoModel().eval()
+    videos = torch.stack([TinyVideos(size=2, views=1)[i]["video"] for i in range(2)])
+    batches = [{"video": videos, "label": torch.tensor([0, 1]), "index": torch.tensor([2 * i, 2 * i + 1]),
+                "bad": torch.tensor([i, 1])} for i in range(3)]
+    assert evaluate(model, batches)["bad_samples"] == 0 + 1 + 1 + 1 + 2 + 1
+
+
 # ---------------------------------------------------------------------------------------------
 # the trainer
 

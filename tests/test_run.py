@@ -35,6 +35,7 @@ def test_reduced_quickstart_trains_both_variants_and_writes_the_summary(quicksta
     for variant in summary:
         assert (out / variant / "checkpoints" / "last.pt").is_file()
         assert (out / variant / "metrics.jsonl").is_file()
+        assert json.loads((out / variant / "results.json").read_text())["bad_samples"] == {"train": 0, "val": 0}
 
 
 def test_eval_reports_each_head_and_the_fusion(quickstart):

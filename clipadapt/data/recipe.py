@@ -205,6 +205,9 @@ def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDatase
         stride=data.stride if sampling == "dense" else None,
         size=data.size,
         on_error=data.on_error,
+        backend=data.backend,
+        # a list with its own label map defines its classes; elsewhere data.num_classes must agree
+        num_classes=None if data.dataset == "synthetic" or (data.dataset == "list" and data.label_map) else data.num_classes,
         seed=recipe.seed,
         train=train,
     )

@@ -55,11 +55,13 @@ BACKENDS = ("auto", *AUTO_ORDER)
 FRAME_PATTERN = re.compile(r"^(?:img|frame|image)?_?(\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 DEFAULT_FOLDER_FPS = 30.0
 # What decord reads exactly (tests/data/test_codec_matrix.py): 8-bit 4:2:0 H.264, VP9 and
-# MPEG-4 Part 2 without B-frames. HEVC random access, 10-bit colour, MPEG-4 B-frames, rotation
-# and edit lists give wrong frames, so anything else is refused rather than trusted.
+# MPEG-4 Part 2 without B-frames, unrotated or turned by 180 degrees. HEVC random access, 10-bit
+# colour, MPEG-4 B-frames, 90-degree rotation and edit lists give wrong frames (or fail), so
+# anything else is refused rather than trusted.
 DECORD_EXACT_CODECS = ("h264", "vp9", "mpeg4")
 DECORD_EXACT_PIXEL_FORMATS = ("yuv420p",)
 PROBE_CACHE_SIZE = 4096
+HALF_TURN = (("hflip", ""), ("vflip", ""))  # the filters of a 180-degree rotation, which decord applies
 
 
 class VideoError(RuntimeError):
@@ -197,8 +199,8 @@ class VideoProbe:
                 return "a mirrored display matrix: torchcodec's orientation of it is not verified"
             return None
         if backend == "decord":
-            if self.orientation:
-                return "rotation metadata: decord does not apply it"
+            if self.orientation and self.orientation != HALF_TURN:
+                return "rotation by 90 or 270 degrees or a mirrored display matrix: decord cannot apply it"
             if self.codec not in DECORD_EXACT_CODECS:
                 return f"{self.codec}: decord's random access is not exact for it (verified: {', '.join(DECORD_EXACT_CODECS)})"
             if self.pixel_format not in DECORD_EXACT_PIXEL_FORMATS:

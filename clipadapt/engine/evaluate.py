@@ -157,20 +157,22 @@ def evaluate(
         fuse_heads: the heads averaged into ``fused`` (those the model has).
 
     Returns:
-        ``{"<head>/top1": ..., "<head>/top5": ..., "num_videos": N}``; a video that the distributed
-        sampler repeated to even out the ranks is counted once.
+        ``{"<head>/top1": ..., "<head>/top5": ..., "num_videos": N, "bad_samples": B}``; a video that
+        the distributed sampler repeated to even out the ranks is counted once; ``bad_samples``
+        sums the batches' ``"bad"`` fields (unreadable videos replaced) over all ranks.
 
     Example:
         >>> evaluate(model, loader, heads=["vc", "fused"])  # doctest: +SKIP
-        {'vc/top1': ..., 'vc/top5': ..., 'fused/top1': ..., 'fused/top5': ..., 'num_videos': ...}
+        {'vc/top1': ..., 'vc/top5': ..., 'fused/top1': ..., 'fused/top5': ..., 'num_videos': ..., 'bad_samples': 0}
     """
     if view_fusion not in VIEW_FUSIONS:
         raise ValueError(f"view_fusion {view_fusion!r} is not one of {VIEW_FUSIONS}")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    indices, hits, names = [], [], None
+    indices, hits, names, bad = [], [], None, 0
     for batch in loader:
+        bad += int(torch.as_tensor(batch.get("bad", 0)).sum())
         video = normalize_video(batch["video"], device)  # uint8 -> float, CLIP-normalised, on the device
         if video.ndim == 5:  # one view: (B, T, 3, H, W)
             video = video.unsqueeze(1)
@@ -188,20 +190,21 @@ def evaluate(
             progress(len(labels))
     model.train(was_training)
     local = (torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),
-             torch.cat(hits) if hits else torch.zeros(0, 0, dtype=torch.bool), names or [])
+             torch.cat(hits) if hits else torch.zeros(0, 0, dtype=torch.bool), names or [], bad)
     gathered = distributed.all_gather_object(local)
-    names = next((n for _, _, n in gathered if n), [])
+    names = next((n for _, _, n, _ in gathered if n), [])
+    bad = sum(rank_bad for *_, rank_bad in gathered)
     seen: set[int] = set()
     kept = []
-    for rank_indices, rank_hits, _ in gathered:
+    for rank_indices, rank_hits, _, _ in gathered:
         for index, row in zip(rank_indices.tolist(), rank_hits):
             if index >= 0 and index in seen:
                 continue  # padding added by DistributedSampler
             seen.add(index)
             kept.append(row)
     if not kept:
-        return {"num_videos": 0}
+        return {"num_videos": 0, "bad_samples": bad}
     table = torch.stack(kept).float().mean(dim=0) * 100.0
     metrics = {f"{name}/top{k}": float(table[i * len(KS) + j]) for i, name in enumerate(names) for j, k in enumerate(KS)}
-    metrics["num_videos"] = len(kept)
+    metrics["num_videos"], metrics["bad_samples"] = len(kept), bad
     return metrics

@@ -121,13 +121,18 @@ def _train_and_evaluate(recipe: Recipe, console: Console, distributed_run: bool,
     trainer = Trainer(model, recipe, train_loader, eval_loader, console=console, allow_recipe_change=allow_recipe_change)
     summary = trainer.fit()
     metrics = summary.get("eval") or {}
+    epochs = [r for r in summary.get("history", []) if r["kind"] == "epoch"]
+    bad_samples = {"train": epochs[-1]["bad_samples"] if epochs else 0, "val": metrics.get("bad_samples", 0)}
     if dataset_source(recipe).has_test_split(recipe.data):
         test_set = build_dataset(recipe, "test")
         if test_set.entries != eval_set.entries:  # a separate test split
             _, test_loader = _loaders(recipe, train_set, test_set, distributed_run)
             metrics = evaluate(trainer.model, test_loader, device=trainer.device, **eval_options(recipe),
                                clips_per_forward=trainer.eval_clips_per_forward)
-    results = {"recipe": recipe.name, "metrics": metrics, **headline(metrics), "steps": summary.get("step")}
+            bad_samples["test"] = metrics.get("bad_samples", 0)
+    # samples replaced in the last pass over each split (train: the last epoch, on this rank)
+    results = {"recipe": recipe.name, "metrics": metrics, **headline(metrics), "steps": summary.get("step"),
+               "bad_samples": bad_samples}
     if distributed.is_main():
         path = Path(recipe.output_dir) / "results.json"
         path.parent.mkdir(parents=True, exist_ok=True)

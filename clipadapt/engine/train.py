@@ -460,7 +460,8 @@ class Trainer:
             self.best, self.best_metric = metrics[name], name
             self.save("best")
         top1 = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.endswith("top1"))
-        self._print(f"eval epoch {epoch + 1}: {top1} ({metrics.get('num_videos', 0)} videos)")
+        self._print(f"eval epoch {epoch + 1}: {top1} ({metrics.get('num_videos', 0)} videos, "
+                    f"bad samples {metrics.get('bad_samples', 0)})")
         return metrics
 
     # -- output --------------------------------------------------------------------------------
@@ -497,10 +498,11 @@ class Trainer:
         evals = {r["epoch"]: r for r in records if r["kind"] == "eval"}
         metric_names = sorted({k for r in evals.values() for k in r if k.endswith("top1")})
         table = Table(title=f"{getattr(self.recipe, 'name', 'run')}: {self.step} steps, best {self.best_metric} {self.best}")
-        for column in ["epoch", "loss", "lr", "bad samples", *metric_names]:
+        for column in ["epoch", "loss", "lr", "bad (train)", "bad (val)", *metric_names]:
             table.add_column(column, justify="right")
         for record in (r for r in records if r["kind"] == "epoch"):
-            row = [str(record["epoch"] + 1), f"{record['loss']:.4f}", f"{record['lr']:.3g}", str(record["bad_samples"])]
+            row = [str(record["epoch"] + 1), f"{record['loss']:.4f}", f"{record['lr']:.3g}", str(record["bad_samples"]),
+                   str(evals.get(record["epoch"], {}).get("bad_samples", ""))]
             row += [f"{evals[record['epoch']][m]:.2f}" if m in evals.get(record["epoch"], {}) else "" for m in metric_names]
             table.add_row(*row)
         if self.console is None:
