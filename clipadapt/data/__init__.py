@@ -17,6 +17,7 @@ from .datasets import (
     ListFileError,
     TooManyBadSamples,
     VideoDataset,
+    kinetics400_classes,
     prompt_name,
     read_hmdb51,
     read_kinetics400,
@@ -46,18 +47,31 @@ from .transforms import (
     normalize_video,
     train_transform,
 )
-from .video import DecordReader, FrameFolderReader, PyAVReader, VideoError, decord_available, open_video
+from .video import (
+    DecordReader,
+    FrameFolderReader,
+    PyAVReader,
+    TorchCodecReader,
+    VideoError,
+    VideoProbe,
+    available_backends,
+    decord_available,
+    open_video,
+    probe_video,
+    torchcodec_available,
+)
 
 __all__ = [
     "synthetic",
-    "open_video", "VideoError", "DecordReader", "PyAVReader", "FrameFolderReader", "decord_available",
+    "open_video", "probe_video", "VideoProbe", "VideoError", "DecordReader", "TorchCodecReader", "PyAVReader",
+    "FrameFolderReader", "decord_available", "torchcodec_available", "available_backends",
     "FrameSampler", "dense_indices", "segment_indices",
     "Compose", "ShortSideScaleJitter", "ShortSideResize", "RandomCrop", "CenterCrop", "RandomResizedCrop",
     "HorizontalFlip", "RandAugment", "SpatialCrops", "Normalize", "CLIP_MEAN", "CLIP_STD",
     "train_transform", "eval_transform", "normalize_video",
     "prepare", "PrepareSummary", "FrameStoreReader", "set_decode_device",
     "VideoDataset", "Entry", "Annotations", "ListFileError", "BadSampleError", "TooManyBadSamples",
-    "read_list_file", "read_label_map", "prompt_name",
+    "read_list_file", "read_label_map", "prompt_name", "kinetics400_classes",
     "read_kinetics400", "read_ssv2", "read_ucf101", "read_hmdb51",
     "build_loader", "VideoLoader", "EpochSampler",
 ]
