@@ -242,8 +242,10 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
                 raise VideoError(path, "no video stream")
             stream = container.streams.video[0]
             context = stream.codec_context
-            pixel_format = context.format.name if context.format is not None else ""
-            bits = max((component.bits for component in context.format.components), default=8) if context.format else 8
+            if context is None or context.format is None:
+                raise VideoError(path, "the video stream has no known codec or pixel format")
+            pixel_format = context.format.name
+            bits = max((component.bits for component in context.format.components), default=8)
             rate = stream.average_rate or stream.guessed_rate
             first_frame = None
             for packet in container.demux(stream):
