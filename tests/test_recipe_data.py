@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from clipadapt.config import RecipeError, load_recipe, require_data
+from clipadapt.data import kinetics400_classes
 from clipadapt.data.recipe import build_dataset
 from clipadapt.data.synthetic import generate
 
@@ -32,7 +33,9 @@ def test_kinetics_csv_with_a_folder_per_class(tmp_path, videos):
     recipe = small("k400", root=tmp_path / "k400", train_list=tmp_path / "train.csv", val_list=tmp_path / "train.csv")
     require_data(recipe)
     train, val = build_dataset(recipe, "train"), build_dataset(recipe, "val")
-    assert train.classnames == ["abseiling", "brushing hair"] and len(train) == len(videos)
+    names = kinetics400_classes()  # the shipped K400 classes: indices do not depend on the CSV's rows
+    assert len(train.classnames) == 400 and len(train) == len(videos)
+    assert {entry.label for entry in train.entries} == {names.index("abseiling"), names.index("brushing hair")}
     assert train[0]["video"].shape == (4, 3, 32, 32)
     assert val[0]["video"].shape == (2, 4, 3, 32, 32)  # 2 clips × 1 crop, all views together
 
@@ -52,7 +55,7 @@ def test_ucf101_splits_and_zero_shot_views(tmp_path, videos):
         (annotations / f"trainlist0{split}.txt").write_text("\n".join(f"{line} {1 + i % 2}" for i, line in enumerate(lines)))
         (annotations / f"testlist0{split}.txt").write_text("\n".join(lines))
     recipe = load_recipe("m2clip_zeroshot_ucf101", [f"data.root={tmp_path / 'UCF-101'}", f"data.annotations={annotations}",
-                                                    "data.frames=4", "data.size=32"])
+                                                    "data.frames=4", "data.size=32", "data.num_classes=2"])
     test = build_dataset(recipe, "test", zero_shot=True)
     assert test.classnames == ["apply eye makeup", "brush hair"]
     assert test[0]["video"].shape == (4, 3, 32, 32)  # one segment-centre clip, one centre crop
