@@ -108,7 +108,7 @@ def test_validate_describes_the_quickstarts_tiny_model_as_it_is():
     result = runner.invoke(app, ["validate", "quickstart"])
     words = " ".join(result.output.split())
     assert result.exit_code == 0
-    assert "CLIP from model.config (model.arch unused): visual 4 blocks of width 64, 32 px in 8 px patches" in words
+    assert "tiny CLIP from model.config (model.arch unused): visual 4 blocks of width 64, 32 px in 8 px patches" in words
     assert "random weights" in words and "ViT-B-16" not in words
     full = " ".join(runner.invoke(app, ["validate", "m2clip_k400"]).output.split())
     assert "open_clip ViT-B-16, weights openai" in full

@@ -137,6 +137,8 @@ class HMDB51(_OfficialSplits):
     reader = staticmethod(read_hmdb51)
 
 
+CHECKED_CLASS_COUNT = ("k400", "ssv2", "ucf101", "hmdb51")  # datasets whose class count data.num_classes states
+
 def synthetic_root(recipe) -> Path:
     """Where a synthetic recipe's data lives: ``data.root``, or ``<output_dir>/data``."""
     return Path(recipe.data.root) if recipe.data.root else Path(recipe.output_dir) / "data"
@@ -206,8 +208,8 @@ def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDatase
         size=data.size,
         on_error=data.on_error,
         backend=data.backend,
-        # a list with its own label map defines its classes; elsewhere data.num_classes must agree
-        num_classes=None if data.dataset == "synthetic" or (data.dataset == "list" and data.label_map) else data.num_classes,
+        # the official datasets and a list without a label map must agree with data.num_classes
+        num_classes=data.num_classes if data.dataset in CHECKED_CLASS_COUNT or (data.dataset == "list" and not data.label_map) else None,
         seed=recipe.seed,
         train=train,
     )
