@@ -27,7 +27,32 @@ from clipadapt.analysis.params import summary
 from clipadapt.attention import efficient_attention
 from clipadapt.saving import BackboneMismatchError, load_adapters, save_adapters
 
+
+def __getattr__(name: str):
+    if name == "VideoCLIP":  # the video model, imported on first use (models import heads and adapters)
+        from clipadapt.models import VideoCLIP
+
+        return VideoCLIP
+    raise AttributeError(f"module 'clipadapt' has no attribute {name!r}")
+
 __version__ = "0.1.0"
+
+
+def load_trained(path, classnames=None):
+    """The trained video model of a run, ready for inference (in eval mode).
+
+    `path` is a run directory (``runs/quickstart/m2clip``: its best checkpoint, else its last), a
+    training checkpoint (``.pt``), or an adapter file written by ``clipadapt export``
+    (``.safetensors``, whose stored recipe builds the backbone). Works for every model family.
+
+    Example:
+        >>> model = clipadapt.load_trained("runs/quickstart/m2clip")   # doctest: +SKIP
+        >>> model(video)["fused"].argmax(-1)                             # video: (B, T, 3, H, W)
+    """
+    from clipadapt.engine.tasks import load_trained as load
+
+    return load(path, classnames)
+
 
 __all__ = [
     "ADAPTERS",
@@ -51,6 +76,7 @@ __all__ = [
     "inject",
     "injections",
     "load_adapters",
+    "load_trained",
     "register_adapter",
     "register_backbone",
     "register_dataset",

@@ -534,6 +534,19 @@ def prepare(
                   quality=quality, every=every, workers=workers, console=console)
 
 
+@app.command()
+@_user_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="a training checkpoint or a run directory"),
+    out: Path = typer.Argument(..., help="the adapter file to write (.safetensors)"),
+) -> None:
+    """Write the adapters, pooling and heads of a trained run to a safetensors adapter file."""
+    from clipadapt.engine.tasks import export_adapters
+
+    path = export_adapters(checkpoint, out)
+    console.print(f"wrote {path}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -13,7 +13,9 @@ mlp_parallel   adds ``A(ln_2(x))`` beside the MLP                       hook on 
 post_block     the block output                                         hook on the block
 =============  =======================================================  ==========================
 
-Nothing rewrites a block's ``forward``. ``pre_mlp`` is reached by correcting the attention
+Nothing rewrites a block's ``forward``. Hooks and undo steps are objects and bound methods, never
+closures, so ``copy.deepcopy`` of an injected model gives a copy whose hooks, adapters and
+injection records are its own: ejecting or merging the copy leaves the original as it was. ``pre_mlp`` is reached by correcting the attention
 branch: ``branch_out + A(x_in + branch_out)``, where ``x_in`` is the block input captured by a
 pre-hook on the same call. Adapters always see ``(N, L, D)`` batch-first tensors and return a
 delta that the engine adds (never in place).
@@ -22,6 +24,7 @@ delta that the engine adds (never in place).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
@@ -30,11 +33,10 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-from clipadapt.backbones import Block, Tower, fingerprint, get_tower
+from clipadapt.backbones import SITES, Block, Tower, fingerprint, get_tower
 from clipadapt.backbones.base import first_tensor, replace_first
 from clipadapt.registry import ADAPTERS
 
-SITES = ("pre_attn", "attn_out", "pre_mlp", "mlp_parallel", "post_block")
 CONTAINER = "adapters"  # name of the ModuleDict that holds a block's adapters
 STATE = "_clipadapt"  # attribute of the model holding its InjectionState
 FRAMES_TAG = "_clipadapt_num_frames"  # set on block inputs so recomputation knows T
@@ -160,7 +162,7 @@ class InjectionState:
 
     injections: list[Injection] = field(default_factory=list)
     num_frames: int | None = None
-    blocks: dict[int, tuple[BlockState, list[RemovableHandle], int]] = field(default_factory=dict)
+    blocks: dict[nn.Module, tuple[BlockState, list[RemovableHandle], int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,87 +239,90 @@ def _replace_input(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, d
     raise RuntimeError(f"cannot find the block input among keyword arguments {sorted(kwargs)}")
 
 
-def _block_state(state: InjectionState, block: Block) -> BlockState:
-    """The shared per-call state of a block, with the pre-hook that fills it (one per block)."""
-    key = id(block.module)
-    if key in state.blocks:
-        bstate, handles, users = state.blocks[key]
-        state.blocks[key] = (bstate, handles, users + 1)
-        return bstate
-    bstate = BlockState()
+@dataclass(eq=False)
+class CaptureInput:
+    """The pre-hook that records a block's input and T for the other hooks of the same call."""
 
-    def capture(module, args, kwargs):
+    state: InjectionState
+    bstate: BlockState
+
+    def __call__(self, module, args, kwargs):
         x = _first_input(args, kwargs)
-        frames = state.num_frames
+        frames = self.state.num_frames
         if frames is not None:
             if not torch.compiler.is_compiling():
                 setattr(x, FRAMES_TAG, frames)
         else:  # recomputation by gradient checkpointing, after `frames()` has exited
             frames = getattr(x, FRAMES_TAG, None)
-        bstate.num_frames = frames
-        bstate.x_in = x
+        self.bstate.num_frames = frames
+        self.bstate.x_in = x
 
-    handles = [block.module.register_forward_pre_hook(capture, with_kwargs=True, prepend=True)]
+
+def _block_state(state: InjectionState, block: Block) -> BlockState:
+    """The shared per-call state of a block, with the pre-hook that fills it (one per block)."""
+    key = block.module
+    if key in state.blocks:
+        bstate, handles, users = state.blocks[key]
+        state.blocks[key] = (bstate, handles, users + 1)
+        return bstate
+    bstate = BlockState()
+    handles = [block.module.register_forward_pre_hook(CaptureInput(state, bstate), with_kwargs=True, prepend=True)]
     state.blocks[key] = (bstate, handles, 1)
     return bstate
 
 
 def _release_block_state(state: InjectionState, block_module: nn.Module) -> None:
-    key = id(block_module)
-    bstate, handles, users = state.blocks[key]
+    bstate, handles, users = state.blocks[block_module]
     if users > 1:
-        state.blocks[key] = (bstate, handles, users - 1)
+        state.blocks[block_module] = (bstate, handles, users - 1)
     else:
         for handle in handles:
             handle.remove()
-        del state.blocks[key]
+        del state.blocks[block_module]
+
+
+@dataclass(eq=False)
+class SiteHook:
+    """The hook that realises one site for one adapter in one block (its methods are the hooks)."""
+
+    adapter: nn.Module
+    ctx: AdapterContext
+    seq_first: bool
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        return _delta(self.adapter, x, self.ctx, self.seq_first)
+
+    def pre_attn(self, module, args, kwargs):
+        x = _first_input(args, kwargs)
+        x = x + self.delta(x)
+        self.ctx.state.x_in = x
+        return _replace_input(args, kwargs, x)
+
+    def attn_out(self, module, args, output):
+        out = first_tensor(output)
+        return replace_first(output, out + self.delta(out))
+
+    def pre_mlp(self, module, args, output):
+        out = first_tensor(output)
+        return replace_first(output, out + self.delta(self.ctx.state.x_in + out))
+
+    def mlp_parallel(self, module, args, output):
+        return output + self.delta(args[0])
+
+    post_block = attn_out  # the block output, corrected as the attention branch's
 
 
 def _hook_site(site: str, block: Block, adapter: nn.Module, ctx: AdapterContext, seq_first: bool) -> RemovableHandle:
     """Register the hook that realises `site` for one adapter in one block."""
-    bstate = ctx.state
-
+    hook = SiteHook(adapter, ctx, seq_first)
     if site == "pre_attn":
-
-        def pre_attn(module, args, kwargs):
-            x = _first_input(args, kwargs)
-            x = x + _delta(adapter, x, ctx, seq_first)
-            bstate.x_in = x
-            return _replace_input(args, kwargs, x)
-
-        return block.module.register_forward_pre_hook(pre_attn, with_kwargs=True)
-
-    if site == "attn_out":
-
-        def attn_out(module, args, output):
-            out = first_tensor(output)
-            return replace_first(output, out + _delta(adapter, out, ctx, seq_first))
-
-        return block.attn_end.register_forward_hook(attn_out)
-
-    if site == "pre_mlp":
-
-        def pre_mlp(module, args, output):
-            out = first_tensor(output)
-            return replace_first(output, out + _delta(adapter, bstate.x_in + out, ctx, seq_first))
-
-        return block.attn_end.register_forward_hook(pre_mlp)
-
+        return block.module.register_forward_pre_hook(hook.pre_attn, with_kwargs=True)
+    if site in ("attn_out", "pre_mlp"):
+        return block.attn_end.register_forward_hook(getattr(hook, site))
     if site == "mlp_parallel":
-
-        def mlp_parallel(module, args, output):
-            return output + _delta(adapter, args[0], ctx, seq_first)
-
-        return block.mlp.register_forward_hook(mlp_parallel)
-
+        return block.mlp.register_forward_hook(hook.mlp_parallel)
     if site == "post_block":
-
-        def post_block(module, args, output):
-            out = first_tensor(output)
-            return replace_first(output, out + _delta(adapter, out, ctx, seq_first))
-
-        return block.module.register_forward_hook(post_block)
-
+        return block.module.register_forward_hook(hook.post_block)
     raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
 
 
@@ -448,22 +453,15 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
     param = next(block.module.parameters(), None)
     if param is not None:
         module.to(device=param.device)
-    _container(block.module).add_module(_module_key(injection.name, site), module)
-    injection.modules.append((layer, site, module))
     key = _module_key(injection.name, site)
-
-    def remove_module():
-        container = getattr(block.module, CONTAINER)
-        del container[key]
-        if len(container) == 0:
-            delattr(block.module, CONTAINER)
-
-    injection.undo.append(remove_module)
+    _container(block.module).add_module(key, module)
+    injection.modules.append((layer, site, module))
+    injection.undo.append(functools.partial(_remove_module, block.module, key))
     if site is None:
         injection.undo.append(module.attach(block))
         return
     bstate = _block_state(state, block)
-    injection.undo.append(lambda: _release_block_state(state, block.module))
+    injection.undo.append(functools.partial(_release_block_state, state, block.module))
     ctx = AdapterContext(
         tower=tower.name,
         layer=layer,
@@ -476,6 +474,13 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
         adapter_name=injection.name,
     )
     injection.undo.append(_hook_site(site, block, module, ctx, tower.seq_first).remove)
+
+
+def _remove_module(block_module: nn.Module, key: str) -> None:
+    container = getattr(block_module, CONTAINER)
+    del container[key]
+    if len(container) == 0:
+        delattr(block_module, CONTAINER)
 
 
 def _detach(injection: Injection) -> None:

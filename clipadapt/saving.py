@@ -1,4 +1,10 @@
-"""Adapter-only checkpoints: safetensors weights with the injection spec in the file's metadata."""
+"""Adapter-only checkpoints: safetensors weights with the injection spec in the file's metadata.
+
+From a bare CLIP the file holds its adapters; from a `clipadapt.VideoCLIP` it holds the adapters,
+the pooling adapter and the heads, with the video model's spec (pooling, templates, class names,
+heads and their options), so `load_adapters` or ``VideoCLIP.from_adapters(clip, path)`` rebuild
+the whole video model on a fresh CLIP of the same architecture.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from clipadapt.digest import payload_sha256
-from clipadapt.inject import backbone_fingerprint, inject, injections, is_adapter_param
+from clipadapt.inject import backbone_fingerprint, freeze_model, inject, injections, is_adapter_param
 
 FORMAT = "clipadapt.adapters/1"
 MAX_HEADER_BYTES = 1 << 24  # the safetensors header of an adapter file is a few KB
@@ -34,23 +40,42 @@ def _saved_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
+def _video_spec(model: nn.Module) -> dict | None:
+    """The spec of a video model (one with ``video_spec()``, e.g. `VideoCLIP`), else ``None``."""
+    spec = getattr(model, "video_spec", None)
+    return spec() if callable(spec) else None
+
+
+def _backbone(model: nn.Module) -> nn.Module:
+    """The CLIP inside a video model (its ``clip``), or `model` itself."""
+    return model.clip if _video_spec(model) is not None else model
+
+
+def save_adapters(model: nn.Module, path: str | os.PathLike, *, recipe: dict | None = None) -> Path:
     """Write the adapters (and other trainable modules such as heads) of `model` to `path`.
 
-    The file is safetensors; its metadata holds the injection spec and a fingerprint of the
-    backbone, so `load_adapters` can re-create the injections and refuse another backbone.
-    The write is atomic (a temporary file renamed into place).
+    `model` is a CLIP with injections or a `clipadapt.VideoCLIP` (then the pooling adapter, the
+    heads and the video model's spec are saved too). The file is safetensors; its metadata holds
+    the injection spec and a fingerprint of the backbone, so `load_adapters` can re-create the
+    injections and refuse another backbone; `recipe` (a recipe as a dict) is stored beside them,
+    which lets `clipadapt.load_trained` rebuild the backbone too. The write is atomic (a
+    temporary file renamed into place).
 
     Example:
         >>> clipadapt.save_adapters(clip, "ted.safetensors")
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    video = _video_spec(model)
     metadata = {
         "format": FORMAT,
         "injections": json.dumps([inj.spec() for inj in injections(model)]),
-        "backbone": json.dumps(backbone_fingerprint(model)),
+        "backbone": json.dumps(backbone_fingerprint(_backbone(model))),
     }
+    if video is not None:
+        metadata["video"] = json.dumps(video)
+    if recipe is not None:
+        metadata["recipe"] = json.dumps(recipe)
     tensors = _saved_tensors(model)
     # safetensors refuses tensors that share memory; keep one name per storage
     seen, unique = set(), {}
@@ -77,7 +102,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a clipadapt adapter file (metadata format {meta.get('format')!r}, expected {FORMAT!r})")
     try:
-        spec = {"injections": json.loads(meta["injections"]), "backbone": json.loads(meta["backbone"]), "sha256": meta.get("sha256")}
+        spec = {"injections": json.loads(meta["injections"]), "backbone": json.loads(meta["backbone"]), "sha256": meta.get("sha256"),
+                "video": json.loads(meta["video"]) if "video" in meta else None,
+                "recipe": json.loads(meta["recipe"]) if "recipe" in meta else None}
     except (KeyError, ValueError) as error:
         raise ValueError(f"{path}: the adapter metadata is incomplete or not JSON ({error})") from None
     _check_spec_sizes(spec["injections"], path)
@@ -135,23 +162,38 @@ def _verified_tensors(path: Path, stored: str | None) -> dict[str, torch.Tensor]
 def load_adapters(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
     """Load adapters saved by `save_adapters` into `model`.
 
-    On a model without injections the saved injections are re-created first. Loading onto a
-    backbone whose architecture differs from the one saved is refused.
+    On a model without injections the saved injections are re-created first; on a
+    `clipadapt.VideoCLIP` without heads the saved heads are added. Loading onto a backbone whose
+    architecture differs from the one saved is refused, and so is a video model's file on a
+    bare CLIP (use ``VideoCLIP.from_adapters``).
 
     Example:
         >>> fresh = open_clip.create_model("ViT-B-16")
         >>> clipadapt.load_adapters(fresh, "ted.safetensors")
     """
     meta = read_metadata(path)
-    saved, here = meta["backbone"], backbone_fingerprint(model)
+    video, here_video = meta.get("video"), _video_spec(model)
+    if video is not None and here_video is None:
+        raise ValueError(f"{path} holds a video model (pooling {video['pooling']!r}, heads "
+                         f"{[h['name'] for h in video['heads']]}); load it onto a VideoCLIP, e.g. "
+                         "clipadapt.VideoCLIP.from_adapters(clip, path)")
+    backbone = _backbone(model)
+    saved, here = meta["backbone"], backbone_fingerprint(backbone)
     if saved["id"] != here["id"]:
         raise BackboneMismatchError(
             f"{path} holds adapters for a {saved['family']} backbone with towers "
             f"{_towers_text(saved)}, but this model is {here['family']} with {_towers_text(here)}"
         )
+    if video is not None and here_video["pooling"] != video["pooling"]:
+        raise ValueError(f"{path} was saved with pooling {video['pooling']!r}, this VideoCLIP has {here_video['pooling']!r}")
     if not injections(model):
         for spec in meta["injections"]:
-            inject(model, spec["name"], tower=spec["tower"], layers=spec["layers"], site=_site_arg(spec["sites"]), **spec["kwargs"])
+            inject(backbone, spec["name"], tower=spec["tower"], layers=spec["layers"], site=_site_arg(spec["sites"]), **spec["kwargs"])
+    if video is not None and not meta["injections"]:
+        freeze_model(backbone)  # a linear probe: the CLIP stays frozen as it was trained
+    if video is not None and not here_video["heads"]:
+        for head in video["heads"]:
+            model.add_head(head["name"], weight=head["weight"], lr_mult=head.get("lr_mult", 1.0), **head["options"])
 
     tensors = _verified_tensors(Path(path), meta["sha256"])
     state = model.state_dict()

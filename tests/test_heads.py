@@ -58,11 +58,9 @@ def test_contrastive_loss_is_smaller_when_videos_match_their_texts():
     texts = torch.nn.functional.normalize(torch.randn(4, 32), dim=-1)
     labels = torch.tensor([0, 1, 2, 3])
     from clipadapt.heads.base import HeadInputs
-    from clipadapt.models import VideoFeatures
 
     def loss(videos):
-        feats = VideoFeatures(frames=None, video=videos, cls=None)
-        return head(HeadInputs(feats, texts, labels, model)).loss
+        return head(HeadInputs(video=videos, class_embeddings=texts, logit_scale=model.logit_scale(), labels=labels)).loss
 
     assert loss(texts) < loss(texts.roll(1, 0))
 
@@ -132,3 +130,34 @@ def test_m2clip_on_vit_b16_has_exactly_16138136_trainable_parameters():
     rows = {row["adapter"]: row["params"] for row in info["rows"]}
     assert rows == {"ted": 14_247_936, "bottleneck": 394_112, "pooling": 263_936, "heads.cmlm.adapter": 394_112,
                     "heads.cmlm.predict": 530_440, "heads.vc.fc": 307_600}
+
+
+def test_an_unknown_head_option_is_refused_naming_it_and_the_accepted_ones():
+    with pytest.raises(TypeError, match="'gatherr' is not an option of head 'contrastive'; accepted: gather, sharpness"):
+        build(["contrastive"], contrastive={"gatherr": "global"})
+
+
+def test_recipe_validation_checks_head_options_against_the_head():
+    from clipadapt.config import validate
+
+    errors = validate({"adapters": [], "heads": [{"name": "vc", "options": {"dropuot": 0.1}}]})
+    assert any(e.path == "heads.0.options.dropuot" and "did you mean 'dropout'" in e.message for e in errors), errors
+
+
+def test_a_head_gets_only_the_inputs_it_declares():
+    from clipadapt.heads import Head, HeadOutput
+
+    seen = {}
+
+    @clipadapt.register_head("spy_demo", override=True)
+    class Spy(Head):
+        needs = frozenset({"frames"})
+
+        def forward(self, inputs):
+            seen.update({name: value is not None for name, value in vars(inputs).items()})
+            return HeadOutput(loss=inputs.frames.sum() * 0)
+
+    model = build(["spy_demo"]).train()
+    model(video(), torch.tensor([0, 1, 1, 3]))
+    assert seen == {"video": False, "frames": True, "cls": False, "class_embeddings": False, "logit_scale": False,
+                    "labels": False, "label_prompts": False, "sample_ids": False}

@@ -283,9 +283,9 @@ def test_lora_options_are_checked():
         LoRAAdapter(16, dropout=1.0)
 
 
-def test_lora_on_an_unknown_attention_names_what_it_accepts():
-    block = SimpleNamespace(attn=torch.nn.Identity())
-    with pytest.raises(TypeError, match="lora cannot find the projections of Identity; it accepts"):
+def test_lora_on_a_block_without_projections_says_the_spec_names_none():
+    block = SimpleNamespace(attn=torch.nn.Identity(), projections=())
+    with pytest.raises(TypeError, match="names no projection weights for Identity"):
         LoRAAdapter(16).attach(block)
 
 

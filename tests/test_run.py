@@ -167,3 +167,71 @@ def test_zeroshot_without_a_checkpoint_scores_the_recipes_untrained_model(quicks
     result = runner.invoke(app, ["zeroshot", "quickstart", *SMALL, f"output_dir={out}"])
     assert result.exit_code == 0, result.output
     assert "top-1" in result.output
+
+
+def test_export_writes_an_adapter_file_that_rebuilds_the_trained_video_model(quickstart, tmp_path):
+    import copy
+
+    import torch
+
+    import clipadapt
+    from clipadapt.saving import read_metadata
+
+    out, _ = quickstart
+    run_dir = out / "m2clip"
+    exported = tmp_path / "m2clip.safetensors"
+    result = runner.invoke(app, ["export", str(run_dir / "checkpoints" / "last.pt"), str(exported)])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(exported)
+    assert [h["name"] for h in meta["video"]["heads"]] == ["contrastive", "cmc", "cmlm", "vc"]
+    assert meta["recipe"]["model"]["family"] == "open_clip"
+    trained = clipadapt.load_trained(run_dir)  # a run directory: its best checkpoint, else its last
+    backbone = copy.deepcopy(trained.clip)
+    clipadapt.eject(backbone)  # the frozen CLIP it was trained on
+    again = clipadapt.VideoCLIP.from_adapters(backbone, exported)
+    clips = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = trained(clips), again(clips)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    with pytest.raises(ValueError, match="random weights .* load the training checkpoint instead"):
+        clipadapt.load_trained(exported)
+
+
+@pytest.mark.parametrize("family", ["hf", "openai_clip"])
+def test_the_reduced_quickstart_runs_and_counts_flops_on_other_families(family, tmp_path):
+    result = runner.invoke(app, ["run", "quickstart", *SMALL, "schedule.epochs=1", "compare={}", f"model.family={family}",
+                                 f"output_dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    checkpoint = str(tmp_path / "checkpoints" / "last.pt")
+    evaluated = runner.invoke(app, ["eval", "quickstart", checkpoint, *SMALL, f"model.family={family}", f"output_dir={tmp_path}"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "cmc" in evaluated.output and "fused" in evaluated.output
+    zero_shot = runner.invoke(app, ["zeroshot", "quickstart", checkpoint, *SMALL, f"model.family={family}", f"output_dir={tmp_path}"])
+    assert zero_shot.exit_code == 0, zero_shot.output
+    video = next((tmp_path / "data" / "videos").glob("*.mp4"))
+    predicted = runner.invoke(app, ["predict", checkpoint, str(video), "--top-k", "2"])
+    assert predicted.exit_code == 0 and predicted.output.count(" moving ") == 2, predicted.output  # top-2 class names
+    path = tmp_path / "flops.json"
+    counted = runner.invoke(app, ["flops", "quickstart", f"model.family={family}", "--json", str(path)])
+    assert counted.exit_code == 0, counted.output
+    names = {c["name"] for c in json.loads(path.read_text())["components"]}
+    assert {"visual.backbone", "visual.adapters.ted", "text.backbone"} <= names
+
+
+def test_the_reduced_visual_quickstart_runs_on_timm_with_eval_predict_and_flops(tmp_path):
+    result = runner.invoke(app, ["run", "quickstart_timm", *SMALL, "schedule.epochs=1", f"output_dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"ted", "frame_mean_baseline"}
+    checkpoint = str(tmp_path / "ted" / "checkpoints" / "last.pt")
+    evaluated = runner.invoke(app, ["eval", "quickstart_timm", checkpoint, *SMALL, f"output_dir={tmp_path}"])
+    assert evaluated.exit_code == 0 and "vc" in evaluated.output, evaluated.output
+    video = next((tmp_path / "data" / "videos").glob("*.mp4"))
+    predicted = runner.invoke(app, ["predict", checkpoint, str(video), "--top-k", "2"])
+    assert predicted.exit_code == 0 and predicted.output.count(" moving ") == 2, predicted.output  # top-2 class names
+    path = tmp_path / "flops.json"
+    counted = runner.invoke(app, ["flops", "quickstart_timm", "--json", str(path)])
+    assert counted.exit_code == 0, counted.output
+    names = {c["name"] for c in json.loads(path.read_text())["components"]}
+    assert {"visual.backbone", "visual.adapters.ted", "heads.vc"} <= names and "text.backbone" not in names

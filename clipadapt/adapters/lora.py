@@ -28,6 +28,7 @@ it is off by default, and in ``eval()`` mode the update is exact.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -67,22 +68,6 @@ class LoRAWeight(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight + self.lora.weight_delta(self.chunks, weight, dropout=self.lora.training)
-
-
-def _projections(attn: nn.Module) -> list[tuple[nn.Module, str, tuple[str, ...]]]:
-    """``(module, tensor name, chunks)`` of each projection weight of an attention module."""
-    packed = getattr(attn, "in_proj_weight", None)
-    if isinstance(packed, torch.Tensor) and isinstance(getattr(attn, "out_proj", None), nn.Linear):
-        return [(attn, "in_proj_weight", ("q", "k", "v")), (attn.out_proj, "weight", ("o",))]
-    if all(isinstance(getattr(attn, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "out_proj")):
-        return [(attn.q_proj, "weight", ("q",)), (attn.k_proj, "weight", ("k",)), (attn.v_proj, "weight", ("v",)), (attn.out_proj, "weight", ("o",))]
-    if all(isinstance(getattr(attn, n, None), nn.Linear) for n in ("qkv", "proj")):
-        return [(attn.qkv, "weight", ("q", "k", "v")), (attn.proj, "weight", ("o",))]
-    raise TypeError(
-        f"lora cannot find the projections of {type(attn).__name__}; it accepts a packed in_proj_weight "
-        "with out_proj (nn.MultiheadAttention, open_clip), q_proj/k_proj/v_proj/out_proj (Hugging Face) "
-        "or qkv/proj (timm) Linear modules"
-    )
 
 
 @register_adapter("lora")
@@ -144,10 +129,17 @@ class LoRAAdapter(Adapter):
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def attach(self, block: Block):
-        """Parametrize the projection weights of `block` that hold a target; returns the undo."""
+        """Parametrize the projection weights of `block` that hold a target; returns the undo.
+
+        The projections are those the backbone spec names (`Block.projections`)."""
+        if not block.projections:
+            raise TypeError(
+                f"lora: the backbone spec names no projection weights for {type(block.attn).__name__} "
+                "(Block.projections); LoRA needs them"
+            )
         attached = []
         try:
-            for module, tensor_name, chunks in _projections(block.attn):
+            for module, tensor_name, chunks in block.projections:
                 if not set(chunks) & set(self.updates):
                     continue
                 weight = getattr(module, tensor_name)
@@ -158,6 +150,7 @@ class LoRAAdapter(Adapter):
                         f"found {tuple(weight.shape)}"
                     )
                 order = list(module._parameters)
+                _own_class(module)
                 parametrization = LoRAWeight(self, chunks)
                 parametrize.register_parametrization(module, tensor_name, parametrization)
                 attached.append((module, tensor_name, parametrization, order))
@@ -165,12 +158,11 @@ class LoRAAdapter(Adapter):
             _undo(attached)
             raise
         self._attached = [(m, n, p) for m, n, p, _ in attached]
+        return functools.partial(self._detach, attached)
 
-        def undo() -> None:
-            _undo(attached)
-            self._attached = []
-
-        return undo
+    def _detach(self, attached: list) -> None:
+        _undo(attached)
+        self._attached = []
 
     def merged_weights(self) -> list[tuple[nn.Module, str, torch.Tensor]]:
         """``(module, tensor name, W + ΔW)`` for every weight this adapter changes (no dropout)."""
@@ -182,9 +174,22 @@ class LoRAAdapter(Adapter):
         return merged
 
 
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized `module` a class of its own.
+
+    ``parametrize`` keeps a parametrized weight as a property of a generated class, and
+    ``copy.deepcopy`` gives the copy that same class; adding or removing a parametrization edits
+    the class, so without this the copy's edits would reach the original."""
+    if parametrize.is_parametrized(module):
+        cls = type(module)
+        namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+        module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+
+
 def _undo(attached: list) -> None:
     """Remove the parametrizations in `attached` (newest first), restoring the original parameters."""
     for module, tensor_name, parametrization, order in reversed(attached):
+        _own_class(module)
         plist = module.parametrizations[tensor_name]
         if len(plist) > 1:  # another parametrization of the same weight stays
             del plist[[i for i, p in enumerate(plist) if p is parametrization][0]]

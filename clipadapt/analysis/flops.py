@@ -46,8 +46,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from clipadapt.backbones import get_tower, towers_of
-from clipadapt.backbones.base import encoder
+from clipadapt.backbones import detect, towers_of
 from clipadapt.inject import CONTAINER, frames, injections
 
 GIGA = 1e9
@@ -404,23 +403,6 @@ class FlopsReport:
         return data
 
 
-def patch_size(tower_module: nn.Module) -> int:
-    """The stride of the first ``Conv2d`` of a visual tower: its patch size in pixels."""
-    for module in tower_module.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.stride[0]
-    raise ValueError(f"visual tower {type(tower_module).__name__} has no Conv2d patch embedding; pass image_size")
-
-
-def native_context_length(clip: nn.Module) -> int | None:
-    """The text context length of open_clip / OpenAI (``context_length``) or Hugging Face models."""
-    length = getattr(clip, "context_length", None)
-    if length is None:
-        config = getattr(getattr(clip, "config", None), "text_config", None) or getattr(clip, "config", None)
-        length = getattr(config, "max_position_embeddings", None)
-    return length
-
-
 def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int) -> Any:
     """One view as it runs at test time: for a model with ``encode_video``, that and its decoder
     heads in evaluation (the classifying heads' logits; the class-prompt embeddings they compare
@@ -451,7 +433,7 @@ def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int)
             outputs += list(decoder(HeadInputs(features, classes, None, model)).logits.values())
         return tuple(outputs)
     _, clip = find_clip(model)
-    encode = encoder(clip, "visual", get_tower(clip, "visual").module)
+    encode = detect(clip).visual(clip).encode
     with frames(model, num_frames):
         return encode(video[0])
 
@@ -491,7 +473,7 @@ def flops_report(
     towers = towers_of(clip)
     layout = _layout(model)
     param = next(model.parameters())
-    size = image_size or towers["visual"].grid[0] * patch_size(towers["visual"].module)
+    size = image_size or towers["visual"].image_size
     video = torch.randn(1, num_frames, 3, size, size, device=param.device, dtype=param.dtype)
     view = flops(model, video, call=lambda m, v: view_forward(m, v, num_frames))
     # ops outside every module are the CLIP's methods for a CLIP, the wrapper's own for a wrapper
@@ -500,11 +482,9 @@ def flops_report(
 
     prompt = None
     if "text" in towers:
-        length = context_length or native_context_length(clip)
-        if length is None:
-            raise ValueError(f"{type(clip).__name__} does not say its text context length; pass context_length=")
+        length = context_length or towers["text"].context_length
         tokens = torch.ones(1, length, dtype=torch.long, device=param.device)
-        encode = encoder(clip, "text", towers["text"].module)
+        encode = detect(clip).text(clip).encode
         prompt = flops(model, tokens, call=lambda m, t: encode(t))
         for name, n in _split(prompt, layout, "text", "text.backbone").items():
             flops_by_component.setdefault(name, [0, 0])[1] += n

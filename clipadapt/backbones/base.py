@@ -14,20 +14,40 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
 import torch.nn as nn
 
+from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import BACKBONES
 
 TOWERS = ("visual", "text")
 
 
+SITES = ("pre_attn", "attn_out", "pre_mlp", "mlp_parallel", "post_block")
+"""Named positions of a pre-norm block where an adapter can sit (see `clipadapt.inject`)."""
+
+Projection = tuple[nn.Module, str, tuple[str, ...]]
+"""``(module, tensor name, chunks)``: a projection weight and the targets its equal row blocks
+hold, e.g. ``(attn, "in_proj_weight", ("q", "k", "v"))`` or ``(attn.out_proj, "weight", ("o",))``."""
+
+
 @dataclass(eq=False)
 class Block:
-    """One pre-norm transformer block and the submodules the engine hooks."""
+    """One pre-norm transformer block and the submodules the engine hooks.
+
+    Attributes:
+        attend: runs the block's own attention on a batch-first ``(N, L, D)`` tensor, without a
+            mask and without the forward hooks placed on the attention module (those serve the
+            block's own call).
+        cross_attend: ``cross_attend(query (N, Lq, D), memory (N, Lm, D)) -> (N, Lq, D)``, the
+            block's attention with keys and values from `memory`; ``None`` where the family's
+            attention cannot take them apart.
+        projections: the attention's projection weights (LoRA's targets).
+    """
 
     module: nn.Module
     ln_1: nn.Module
@@ -36,8 +56,8 @@ class Block:
     ln_2: nn.Module
     mlp: nn.Module
     attend: Callable[[torch.Tensor], torch.Tensor]
-    """Runs the block's own attention on a batch-first ``(N, L, D)`` tensor, without a mask and
-    without the forward hooks placed on the attention module (those serve the block's own call)."""
+    cross_attend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    projections: tuple[Projection, ...] = ()
 
 
 @dataclass(eq=False)
@@ -50,9 +70,13 @@ class Tower:
         blocks: its transformer blocks, input to output.
         width: the residual-stream width D.
         seq_first: whether blocks see ``(L, N, D)`` tensors (OpenAI ``clip``) instead of ``(N, L, D)``.
-        cls_index: position of the class token, or ``None`` (text towers pool at the EOT token).
+        cls_index: position of the class token, or ``None`` (text towers pool at the EOT token;
+            some visual towers, e.g. SigLIP's, have no class token).
         num_prefix_tokens: tokens before the patch grid (class and register tokens).
         grid: the patch grid ``(h, w)`` at the model's native resolution, ``None`` for text.
+        make_block: turns a module laid out as this tower's blocks (a copy of one) into a `Block`.
+        image_size: the native image side in pixels (visual towers).
+        context_length: tokens per text sequence (text towers).
     """
 
     name: str
@@ -63,6 +87,9 @@ class Tower:
     cls_index: int | None = None
     num_prefix_tokens: int = 0
     grid: tuple[int, int] | None = None
+    make_block: Callable[[nn.Module], Block] | None = field(default=None, repr=False)
+    image_size: int | None = None
+    context_length: int | None = None
 
     @property
     def layout(self) -> str:
@@ -74,10 +101,15 @@ class BackboneSpec:
 
     A subclass implements ``matches(model)`` (by structure, never by class name alone) and
     ``towers(model)``; ``looks_for`` says in words what ``matches`` checks, for error messages.
+    To be usable by `clipadapt.VideoCLIP` and recipes it also implements ``visual(model)`` (a
+    `VisualEncoder`), ``text(model)`` (a `TextEncoder`, for families with a text tower) and
+    ``build(arch, weights, tiny)``. ``extra`` names the ``pip install clipadapt[extra]`` that
+    provides the family's package.
     """
 
     family: ClassVar[str] = ""
     looks_for: ClassVar[str] = ""
+    extra: ClassVar[str | None] = None
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -86,6 +118,72 @@ class BackboneSpec:
     @classmethod
     def towers(cls, model: nn.Module) -> dict[str, Tower]:
         raise NotImplementedError
+
+    @classmethod
+    def visual(cls, model: nn.Module):
+        """The `VisualEncoder` of `model`: frame embeddings, final norm, embedding width."""
+        raise NotImplementedError(f"backbone {cls.family!r} does not say how to encode images (BackboneSpec.visual)")
+
+    @classmethod
+    def text(cls, model: nn.Module):
+        """The `TextEncoder` of `model`'s text tower (tokens, embeddings, blocks, projection)."""
+        raise UnsupportedModelError(f"backbone {cls.family!r} has no text encoder; text heads (contrastive, cmc, cmlm) need one")
+
+    @classmethod
+    def logit_scale(cls, model: nn.Module) -> torch.Tensor | None:
+        """CLIP's learned temperature (log scale), or ``None`` for a model without one."""
+        scale = getattr(model, "logit_scale", None)
+        return scale if isinstance(scale, torch.Tensor) else None
+
+    @classmethod
+    def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
+        """The family's model for `arch` with `weights` (a pretrained tag, a local file or
+        ``None`` for random), or a random-weight model of `tiny`'s sizes."""
+        raise NotImplementedError(f"backbone {cls.family!r} cannot be built from a recipe (BackboneSpec.build)")
+
+    @classmethod
+    def why_not(cls, model: nn.Module, tower: str) -> str:
+        """Why `model` has no `tower` this spec recognises ("" when nothing is known)."""
+        return ""
+
+
+def spec_of_family(family: str) -> type[BackboneSpec]:
+    """The registered spec called `family`; an unknown one lists the registered families."""
+    return BACKBONES.get(family)
+
+
+def import_family(module: str, family: str, extra: str | None):
+    """Import the package a family needs; a missing one is a one-line error naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != module.split(".")[0]:
+            raise
+        hint = f"pip install 'clipadapt[{extra}]'" if extra else f"install the package providing {module!r}"
+        raise ModuleNotFoundError(f"model.family {family!r} needs the {module.split('.')[0]!r} package: {hint}") from None
+
+
+def load_state_file(model: nn.Module, path: str) -> nn.Module:
+    """Load a local weights file (safetensors, or a torch file read with ``weights_only=True``)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"model.weights {str(file)!r} does not exist")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+    except Exception as error:  # noqa: BLE001  (pickle, zip and safetensors errors do not name the file)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"model.weights {str(file)!r} is not a weights file that loads with weights_only=True or "
+                         f"safetensors ({first[:120]})") from None
+    model.load_state_dict(state)
+    return model
 
 
 def has(obj: object, *names: str) -> bool:
@@ -122,10 +220,13 @@ def towers_of(model: nn.Module) -> dict[str, Tower]:
 
 def get_tower(model: nn.Module, name: str) -> Tower:
     """One tower of `model` by name; an unknown or absent tower is an error listing those present."""
-    towers = towers_of(model)
+    spec = detect(model)
+    towers = spec.towers(model)
     if name not in towers:
+        reason = spec.why_not(model, name)
         raise ValueError(
-            f"tower {name!r} is not in this {type(model).__name__}; it has: {', '.join(towers)}"
+            f"tower {name!r} is not in this {type(model).__name__}; it has: {', '.join(towers) or '(none)'}"
+            + (f" ({reason})" if reason else "")
         )
     return towers[name]
 
@@ -157,8 +258,6 @@ def fingerprint(model: nn.Module, skip: Callable[[str], bool] = lambda name: Fal
 
 def describe(model: nn.Module) -> dict:
     """Towers, blocks, widths, layout, CLS index, patch grid and sites of a model, as a dict."""
-    from clipadapt.inject import SITES
-
     return {
         "family": detect(model).family,
         "towers": {
@@ -181,27 +280,6 @@ def first_tensor(value):
     return value if isinstance(value, torch.Tensor) else value[0]
 
 
-def encoder(clip: nn.Module, tower: str, fallback: nn.Module | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The CLIP's own encoder for `tower` (``visual`` or ``text``), as a function of images or
-    token ids: ``encode_image``/``encode_text`` (open_clip, OpenAI ``clip``) or
-    ``get_image_features``/``get_text_features`` (Hugging Face, features as a tensor); a model
-    with neither is `fallback` (a bare tower module) or itself.
-    """
-    own, hf, keyword = ("encode_image", "get_image_features", "pixel_values") if tower == "visual" else (
-        "encode_text", "get_text_features", "input_ids")
-    if hasattr(clip, own):
-        return getattr(clip, own)
-    if hasattr(clip, hf):
-        features = getattr(clip, hf)
-
-        def encode(inputs: torch.Tensor) -> torch.Tensor:
-            out = features(**{keyword: inputs})
-            return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-        return encode
-    return fallback if fallback is not None else clip
-
-
 def replace_first(value, tensor: torch.Tensor):
     """`value` with its first tensor replaced by `tensor` (keeps tuple outputs tuples)."""
     if isinstance(value, torch.Tensor):
@@ -210,7 +288,12 @@ def replace_first(value, tensor: torch.Tensor):
 
 
 __all__ = [
+    "SITES",
     "TOWERS",
+    "Projection",
+    "spec_of_family",
+    "import_family",
+    "load_state_file",
     "Block",
     "Tower",
     "BackboneSpec",

@@ -2,37 +2,76 @@
 or a bare ``VisionTransformer`` / ``TextTransformer``. Blocks are ``ResidualAttentionBlock``
 (``nn.MultiheadAttention``, batch-first) or ``CustomResidualAttentionBlock`` (open_clip's own
 ``Attention``); both end their attention branch with the layer scale ``ls_1``.
+
+Covered: the OpenAI-layout configs (ViT-*, ViT-*-quickgelu, MetaCLIP's, DataComp's). Visual
+towers that are timm trunks (EVA, SigLIP configs) are not ``resblocks`` and are refused with a
+message; text towers without a causal mask and end-of-text pooling (SigLIP's) are refused by
+the text encoder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import functools
+import logging
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
-from clipadapt.backbones.base import BackboneSpec, Block, Tower, has
+from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedModelError, get_tower, has, load_state_file
+from clipadapt.backbones.encoders import TextEncoder, VisualEncoder, parameters_of, project_with
+from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import register_backbone
 
 
-def mha_attend(attn: nn.Module, seq_first: bool):
+def mha_attend(attn: nn.Module, seq_first: bool, x: torch.Tensor) -> torch.Tensor:
     """A batch-first ``(N, L, D) -> (N, L, D)`` call of a block's own attention module.
 
     It calls ``forward`` directly: the hooks the engine places on the module (``attn_out``,
     ``pre_mlp``) belong to the block's own call, not to an adapter re-using the attention.
     """
-    if isinstance(attn, nn.MultiheadAttention):
-        if seq_first or not attn.batch_first:
+    if not isinstance(attn, nn.MultiheadAttention):
+        return attn.forward(x)
+    if seq_first or not attn.batch_first:
+        x = x.transpose(0, 1)
+        return attn.forward(x, x, x, need_weights=False)[0].transpose(0, 1)
+    return attn.forward(x, x, x, need_weights=False)[0]
 
-            def attend(x: torch.Tensor) -> torch.Tensor:
-                x = x.transpose(0, 1)
-                return attn.forward(x, x, x, need_weights=False)[0].transpose(0, 1)
 
-        else:
+def mha_cross_attend(attn: nn.MultiheadAttention, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """``attn`` with queries from `query` ``(N, Lq, D)`` and keys/values from `memory` ``(N, Lm, D)``."""
+    if not attn.batch_first:
+        query, memory = query.transpose(0, 1), memory.transpose(0, 1)
+    out = attn.forward(query, memory, memory, need_weights=False)[0]
+    return out if attn.batch_first else out.transpose(0, 1)
 
-            def attend(x: torch.Tensor) -> torch.Tensor:
-                return attn.forward(x, x, x, need_weights=False)[0]
 
-        return attend
-    return lambda x: attn.forward(x)
+def packed_projections(attn: nn.Module) -> tuple:
+    """LoRA targets of an attention with a packed ``in_proj_weight`` and an ``out_proj`` Linear."""
+    if isinstance(getattr(attn, "in_proj_weight", None), torch.Tensor) and isinstance(getattr(attn, "out_proj", None), nn.Linear):
+        return ((attn, "in_proj_weight", ("q", "k", "v")), (attn.out_proj, "weight", ("o",)))
+    return ()
+
+
+def resblock(block: nn.Module, seq_first: bool, attn_end: nn.Module) -> Block:
+    attn = block.attn
+    return Block(
+        module=block,
+        ln_1=block.ln_1,
+        attn=attn,
+        attn_end=attn_end,
+        ln_2=block.ln_2,
+        mlp=block.mlp,
+        attend=functools.partial(mha_attend, attn, seq_first),
+        cross_attend=functools.partial(mha_cross_attend, attn) if isinstance(attn, nn.MultiheadAttention) else None,
+        projections=packed_projections(attn),
+    )
+
+
+def open_clip_block(block: nn.Module, seq_first: bool = False) -> Block:
+    return resblock(block, seq_first, block.ls_1)
 
 
 def resblock_towers(model: nn.Module, make_block) -> dict[str, Tower]:
@@ -43,13 +82,16 @@ def resblock_towers(model: nn.Module, make_block) -> dict[str, Tower]:
         seq_first = not getattr(transformer, "batch_first", False)
         blocks = [make_block(b, seq_first) for b in transformer.resblocks]
         width = transformer.width if hasattr(transformer, "width") else blocks[0].ln_1.weight.shape[0]
+        maker = functools.partial(make_block, seq_first=seq_first)
         if name == "visual":
+            patch = root.conv1.kernel_size[0]
             grid = getattr(root, "grid_size", None)
             if grid is None:  # OpenAI clip's VisionTransformer
-                patch = root.conv1.kernel_size[0]
                 grid = (root.input_resolution // patch,) * 2
-            return Tower(name, root, blocks, width, seq_first, 0, 1, tuple(grid))
-        return Tower(name, root, blocks, width, seq_first)
+            return Tower(name, root, blocks, width, seq_first, 0, 1, tuple(grid), make_block=maker,
+                         image_size=int(grid[0]) * patch)
+        return Tower(name, root, blocks, width, seq_first, make_block=maker,
+                     context_length=int(root.positional_embedding.shape[0]))
 
     towers = {}
     if is_vision(model):
@@ -75,16 +117,73 @@ def first_block(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def open_clip_block(block: nn.Module, seq_first: bool) -> Block:
-    return Block(
-        module=block,
-        ln_1=block.ln_1,
-        attn=block.attn,
-        attn_end=block.ls_1,
-        ln_2=block.ln_2,
-        mlp=block.mlp,
-        attend=mha_attend(block.attn, seq_first),
-    )
+def resblock_visual(model: nn.Module, tower: Tower) -> VisualEncoder:
+    """Frame embeddings by the model's ``encode_image`` (or the bare visual tower), ``ln_post``."""
+    root = tower.module
+    encode = model.encode_image if hasattr(model, "encode_image") else root
+    return VisualEncoder(tower, encode, root.ln_post, root.output_dim)
+
+
+class ResblockText(TextEncoder):
+    """open_clip / OpenAI text: ``token_embedding`` + ``positional_embedding``, ``resblocks``
+    under ``attn_mask``, ``ln_final``, pooling at the end-of-text token, ``text_projection``."""
+
+    def __init__(self, tower: Tower):
+        root = tower.module
+        pool = getattr(root, "pool_type", getattr(root, "text_pool_type", "argmax"))
+        # open_clip keeps the causal mask on the model, OpenAI's clip on every block
+        mask = getattr(root, "attn_mask", getattr(tower.blocks[0].module, "attn_mask", None))
+        with_cls = getattr(root, "cls_emb", None) is not None
+        if mask is None or pool != "argmax" or with_cls:
+            raise UnsupportedModelError(
+                f"this text tower pools by {pool!r}{' with a class embedding' if with_cls else ''}"
+                f"{' without a causal mask' if mask is None else ''}; the text path needs "
+                "a causal mask and pooling at the end-of-text token (argmax), as CLIP's"
+            )
+        super().__init__(tower)
+        self.root = root
+        self.ln_final = root.ln_final
+        proj = root.text_projection
+        self.embed_dim = proj.out_features if isinstance(proj, nn.Linear) else int(proj.shape[-1]) if proj is not None else tower.width
+
+    def frozen_inputs(self) -> list[torch.Tensor]:
+        return [self.root.token_embedding.weight, self.root.positional_embedding]
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        length = ids.shape[1]
+        x = self.root.token_embedding(ids).to(self.dtype)
+        return x + self.root.positional_embedding[:length].to(self.dtype)
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        blocks = self.tower.blocks[start:stop]
+        length = x.shape[1]
+        mask = getattr(self.root, "attn_mask", None)
+        if self.tower.seq_first:
+            x = x.transpose(0, 1)
+        for block in blocks:
+            if self.tower.seq_first:  # OpenAI blocks slice their own mask
+                x = block.module(x)
+            else:
+                x = block.module(x, attn_mask=mask[:length, :length])
+        return x.transpose(0, 1) if self.tower.seq_first else x
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        return project_with(self.root.text_projection, pooled)
+
+    def projection_parameters(self):
+        return parameters_of(self.root.text_projection)
+
+
+@contextlib.contextmanager
+def quiet_root_logger(level: int = logging.ERROR):
+    """Raise the root logger's level for the duration of the block, then restore it."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(max(previous, level))
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
 
 
 @register_backbone("open_clip")
@@ -105,3 +204,53 @@ class OpenCLIPSpec(BackboneSpec):
     @classmethod
     def towers(cls, model: nn.Module) -> dict[str, Tower]:
         return resblock_towers(model, open_clip_block)
+
+    @classmethod
+    def why_not(cls, model: nn.Module, tower: str) -> str:
+        visual = getattr(model, "visual", None)
+        if tower == "visual" and visual is not None and not is_vision(visual):
+            trunk = getattr(visual, "trunk", None)
+            inner = f" around a timm {type(trunk).__name__}" if trunk is not None else ""
+            return (f"its visual is a {type(visual).__name__}{inner}, not a VisionTransformer of resblocks; "
+                    "open_clip configs with timm trunks (EVA, SigLIP) are not covered")
+        return ""
+
+    @classmethod
+    def visual(cls, model: nn.Module) -> VisualEncoder:
+        return resblock_visual(model, get_tower(model, "visual"))
+
+    @classmethod
+    def text(cls, model: nn.Module) -> TextEncoder:
+        return ResblockText(get_tower(model, "text"))
+
+    @classmethod
+    def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
+        """``open_clip.CLIP`` of `tiny`'s sizes, or ``open_clip.create_model(arch, pretrained=weights)``.
+
+        ``weights: openai`` loads OpenAI's weights into the ``-quickgelu`` variant of `arch`
+        (OpenAI's weights were trained with QuickGELU).
+
+        Example:
+            >>> OpenCLIPSpec.build(None, tiny=TinyConfig())   # a random-weight tiny CLIP
+        """
+        import open_clip
+
+        if tiny is not None:
+            clip = open_clip.CLIP(
+                embed_dim=tiny.embed_dim,
+                vision_cfg=dict(image_size=tiny.image_size, patch_size=tiny.patch_size, width=tiny.width,
+                                layers=tiny.layers, head_width=tiny.head_width, mlp_ratio=tiny.mlp_ratio),
+                text_cfg=dict(context_length=tiny.context_length, vocab_size=tiny.vocab_size, width=tiny.text_width,
+                              layers=tiny.text_layers, heads=tiny.text_heads, mlp_ratio=tiny.mlp_ratio),
+            )
+            return load_state_file(clip, weights) if weights else clip
+        arch = arch or "ViT-B-16"
+        if weights == "openai" and not arch.endswith("-quickgelu") and f"{arch}-quickgelu" in open_clip.list_models():
+            arch = f"{arch}-quickgelu"
+        if arch not in open_clip.list_models():
+            close = difflib.get_close_matches(arch, open_clip.list_models(), n=1)
+            raise ValueError(f"model.arch {arch!r} is not an open_clip config" + (f"; did you mean {close[0]!r}?" if close else ""))
+        if weights and Path(str(weights)).suffix and not Path(str(weights)).is_file():
+            raise FileNotFoundError(f"model.weights {weights!r} does not exist")
+        with quiet_root_logger():  # open_clip warns when it builds random weights, which is what was asked
+            return open_clip.create_model(arch, pretrained=weights or None)

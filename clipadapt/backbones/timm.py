@@ -1,17 +1,23 @@
 """timm ``VisionTransformer`` (e.g. ``vit_base_patch16_clip_224``): ``blocks`` of pre-norm
 ``Block``s with ``norm1``, ``attn`` (fused qkv), ``ls1``, ``drop_path1``, ``norm2``, ``mlp``.
-The attention branch ends at ``drop_path1`` (after the layer scale). Visual tower only."""
+The attention branch ends at ``drop_path1`` (after the layer scale). Visual tower only: recipes
+on timm use visual heads (``vc``) and no text."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch.nn as nn
 
-from clipadapt.backbones.base import BackboneSpec, Block, Tower, has
+from clipadapt.backbones.base import BackboneSpec, Block, Tower, get_tower, has, load_state_file
+from clipadapt.backbones.encoders import VisualEncoder
+from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import register_backbone
 
 
 def timm_block(block: nn.Module) -> Block:
     attn = block.attn
+    fused = isinstance(getattr(attn, "qkv", None), nn.Linear) and isinstance(getattr(attn, "proj", None), nn.Linear)
     return Block(
         module=block,
         ln_1=block.norm1,
@@ -19,7 +25,8 @@ def timm_block(block: nn.Module) -> Block:
         attn_end=block.drop_path1,
         ln_2=block.norm2,
         mlp=block.mlp,
-        attend=lambda x: attn.forward(x),  # forward: skip hooks placed on attn
+        attend=attn.forward,  # forward: skip hooks placed on attn
+        projections=((attn.qkv, "weight", ("q", "k", "v")), (attn.proj, "weight", ("o",))) if fused else (),
     )
 
 
@@ -46,4 +53,40 @@ class TimmViTSpec(BackboneSpec):
         prefix = model.num_prefix_tokens
         cls_index = 0 if getattr(model, "cls_token", None) is not None else None
         grid = tuple(model.patch_embed.grid_size)
-        return {"visual": Tower("visual", model, blocks, model.embed_dim, False, cls_index, prefix, grid)}
+        size = model.patch_embed.img_size
+        return {"visual": Tower("visual", model, blocks, model.embed_dim, False, cls_index, prefix, grid,
+                                make_block=timm_block, image_size=int(size[0] if isinstance(size, (tuple, list)) else size))}
+
+    @classmethod
+    def visual(cls, model: nn.Module) -> VisualEncoder:
+        """Frame embeddings are the model's output (``forward_head`` of ``forward_features``); the
+        class token's final norm is ``norm`` (``fc_norm`` where ``norm`` is an identity)."""
+        tower = get_tower(model, "visual")
+        norm = model.norm if not isinstance(model.norm, nn.Identity) else model.fc_norm
+        head = getattr(model, "head", None)
+        embed_dim = head.out_features if isinstance(head, nn.Linear) else model.num_features
+        return VisualEncoder(tower, model, norm, embed_dim)
+
+    @classmethod
+    def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
+        """A ``VisionTransformer`` of `tiny`'s visual sizes (CLIP-like: pre-norm, class-token
+        pooling, a linear head to ``embed_dim``), or ``timm.create_model(arch)``: ``weights:
+        pretrained`` for timm's weights, a local file, or ``null`` for random ones.
+
+        Example:
+            >>> TimmViTSpec.build(None, tiny=TinyConfig())   # a random-weight tiny ViT
+        """
+        import timm
+        from timm.models.vision_transformer import VisionTransformer
+
+        if tiny is not None:
+            model = VisionTransformer(img_size=tiny.image_size, patch_size=tiny.patch_size, embed_dim=tiny.width,
+                                      depth=tiny.layers, num_heads=tiny.heads, mlp_ratio=tiny.mlp_ratio,
+                                      num_classes=tiny.embed_dim, pre_norm=True, global_pool="token")
+            return load_state_file(model, weights) if weights else model
+        if not arch or not timm.is_model(arch.split(".")[0]):
+            raise ValueError(f"model.arch {arch!r} is not a timm model name (e.g. vit_base_patch16_clip_224.openai)")
+        if weights not in (None, "pretrained") and not Path(weights).is_file():
+            raise FileNotFoundError(f"model.weights {weights!r} does not exist (accepted: pretrained, null or a local file)")
+        checkpoint = weights if weights not in (None, "pretrained") else None
+        return timm.create_model(arch, pretrained=weights == "pretrained", checkpoint_path=checkpoint, num_classes=0)

@@ -14,8 +14,60 @@ from clipadapt.engine.checkpoint import CheckpointMismatchError, load_checkpoint
 from clipadapt.engine.evaluate import eval_batch_videos, eval_options, evaluate
 
 
+def trained_file(path: str | Path) -> Path:
+    """The file a trained run is loaded from: `path` itself, or in a run directory its
+    ``checkpoints/best.pt`` (else ``checkpoints/last.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise FileNotFoundError(f"{path} is a directory without checkpoints/best.pt or checkpoints/last.pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (accepted: a run directory, a checkpoint, or an exported adapter file)")
+    return path
+
+
+def load_exported(path: str | Path, classnames: Sequence[str] | None = None):
+    """The `VideoCLIP` of an adapter file written by ``clipadapt export``: the backbone is built
+    from the recipe stored in the file, the adapters, pooling and heads loaded onto it."""
+    from clipadapt.models import VideoCLIP, build_clip
+    from clipadapt.saving import read_metadata
+
+    recipe = read_metadata(path)["recipe"]
+    if recipe is None:
+        raise ValueError(f"{path} stores no recipe to build its backbone from; build the CLIP yourself and "
+                         "call clipadapt.VideoCLIP.from_adapters(clip, path)")
+    if not recipe["model"].get("weights"):
+        raise ValueError(f"{path} was trained on a backbone with random weights (model.weights: null), which an "
+                         "adapter file does not hold; load the training checkpoint instead")
+    return VideoCLIP.from_adapters(build_clip(recipe["model"]), path, classnames)
+
+
+def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the adapters, pooling and heads of a trained run (a checkpoint or run directory) to
+    the safetensors adapter file `out`, with the video model's spec and the run's recipe.
+
+    Example:
+        >>> export_adapters("runs/quickstart/m2clip", "m2clip.safetensors")   # doctest: +SKIP
+    """
+    from clipadapt.saving import save_adapters
+
+    checkpoint = trained_file(checkpoint)
+    if checkpoint.suffix == ".safetensors":
+        raise ValueError(f"{checkpoint} is already an adapter file; export takes a training checkpoint or a run directory")
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"export writes safetensors: give an output path ending in .safetensors, not {str(out)!r}")
+    return save_adapters(load_trained(checkpoint), out, recipe=load_checkpoint(checkpoint)["recipe"])
+
+
 def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None):
-    """The `VideoCLIP` saved in a training checkpoint (``checkpoints/best.pt`` or ``last.pt``).
+    """The `VideoCLIP` of a trained run, for inference (``clipadapt.load_trained``).
+
+    `checkpoint` is a run directory (its ``checkpoints/best.pt``, else ``last.pt``), a training
+    checkpoint, or an adapter file written by ``clipadapt export`` (``.safetensors``). For a
+    checkpoint:
 
     The model is rebuilt from the recipe stored in the checkpoint (seeded as training was), with
     the class names it was trained on; a random ``weights: null`` backbone gets the frozen tensors
@@ -28,6 +80,9 @@ def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None
     """
     from clipadapt.models import build_from_recipe
 
+    checkpoint = trained_file(checkpoint)
+    if checkpoint.suffix == ".safetensors":
+        return load_exported(checkpoint, classnames)
     state = load_checkpoint(checkpoint)
     names = classnames or state.get("extra", {}).get("classnames") or None
     seed_everything(int(state["identity"].get("seed") or 0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from clipadapt.heads.base import Head, HeadInputs, HeadOutput, loss_dtype
+from clipadapt.heads.base import Head, HeadContext, HeadInputs, HeadOutput, loss_dtype
 from clipadapt.registry import register_head
 
 
@@ -25,13 +25,13 @@ class CMCHead(Head):
     """
 
     classifies = True
-    needs_class_embeddings = True
+    needs = frozenset({"video", "class_embeddings", "labels"})
 
-    def __init__(self, model, scale: float = 100.0):
-        super().__init__(model)
+    def __init__(self, context: HeadContext, scale: float = 100.0):
+        super().__init__(context)
         self.scale = scale
 
     def forward(self, inputs: HeadInputs) -> HeadOutput:
-        logits = self.scale * inputs.features.video @ inputs.class_embeddings.t()
+        logits = self.scale * inputs.video @ inputs.class_embeddings.t()
         loss = None if inputs.labels is None else F.cross_entropy(loss_dtype(logits), inputs.labels)
         return HeadOutput(loss=loss, logits=logits)

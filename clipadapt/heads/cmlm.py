@@ -25,9 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch.nn.utils import parametrize
+
 from clipadapt.adapters.bottleneck import Bottleneck
 from clipadapt.backbones.base import Block
-from clipadapt.heads.base import Head, HeadInputs, HeadOutput, loss_dtype
+from clipadapt.heads.base import Head, HeadContext, HeadInputs, HeadOutput, loss_dtype
 from clipadapt.inject import CONTAINER
 from clipadapt.registry import register_head
 
@@ -78,13 +80,10 @@ def read_word_list(path: str | Path) -> list[str]:
     return words
 
 
-def text_adapter_copy(model, width: int) -> Bottleneck:
-    """A trainable copy of the bottleneck adapter injected in the last text block of `model.clip`."""
-    from clipadapt.inject import injections
-
-    last = len(model.text.tower.blocks) - 1
-    found = [module for injection in injections(model.clip) if injection.tower == "text" and injection.name == "bottleneck"
-             for layer, _, module in injection.modules if layer == last]
+def text_adapter_copy(block: Block, width: int) -> Bottleneck:
+    """A trainable copy of the bottleneck adapter injected in `block` (the last text block)."""
+    container = getattr(block.module, CONTAINER, None)
+    found = [module for key, module in (container.items() if container is not None else []) if key.startswith("bottleneck_")]
     if not found:
         raise ValueError("cmlm adapter_init 'copy' needs a bottleneck adapter in the last text block; inject one "
                          "or choose adapter_init zero_bias | default | zero")
@@ -100,22 +99,30 @@ def num_masked(num_words: int, ratio: float = 0.2) -> int:
     return max(1, round(ratio * num_words))
 
 
-def clean_copy(block: Block) -> dict[str, nn.Module]:
-    """Frozen deep copies of a block's ln_1, attn, ln_2 and mlp, without adapters or hooks."""
-    names = {id(module): name for name, module in block.module.named_modules()}
-    parts = {role: names[id(getattr(block, role))] for role in ("ln_1", "attn", "ln_2", "mlp")}
+def clean_copy(block: Block, make_block) -> Block:
+    """A frozen copy of `block` as the plain backbone has it, whatever was injected into it.
+
+    Adapter modules, every hook, and every weight parametrization (LoRA) are removed from the
+    copy, which keeps the original, unparametrized weights; `make_block` (the tower's) turns
+    the copied module into a `Block`.
+    """
     twin = copy.deepcopy(block.module)
-    if CONTAINER in twin._modules:
-        del twin._modules[CONTAINER]
-    for module in twin.modules():
+    for module in list(twin.modules()):
+        if CONTAINER in module._modules:
+            del module._modules[CONTAINER]
         module._forward_hooks.clear()
         module._forward_pre_hooks.clear()
-        if hasattr(module, "_forward_hooks_with_kwargs"):
-            module._forward_hooks_with_kwargs.clear()
-            module._forward_pre_hooks_with_kwargs.clear()
+        module._forward_hooks_with_kwargs.clear()
+        module._forward_pre_hooks_with_kwargs.clear()
+        if parametrize.is_parametrized(module):
+            originals = {name: plist.original for name, plist in module.parametrizations.items()}
+            del module._modules["parametrizations"]
+            module.__class__ = type(module).__bases__[0]  # the plain class, not the shared parametrized one
+            for tensor_name, original in originals.items():
+                module.register_parameter(tensor_name, original)
     for param in twin.parameters():
         param.requires_grad_(False)
-    return {role: twin.get_submodule(name) for role, name in parts.items()}
+    return make_block(twin)
 
 
 class PredictionHead(nn.Module):
@@ -158,9 +165,11 @@ class CMLMHead(Head):
         >>> model.add_head("cmlm", weight=0.1)
     """
 
+    needs = frozenset({"frames", "labels", "label_prompts", "sample_ids"})
+
     def __init__(
         self,
-        model,
+        context: HeadContext,
         ratio: float = 0.2,
         adapter_width: int = 384,
         adapter_init: str = "zero_bias",
@@ -169,27 +178,32 @@ class CMLMHead(Head):
         adapter_lr_mult: float = 1.0,
         seed: int = 0,
     ):
-        super().__init__(model)
-        text = model.text
+        super().__init__(context)
+        text = context.text
+        if text is None:
+            raise ValueError(f"cmlm encodes masked prompts and needs a text tower: {context.no_text_reason or 'this model has none'}")
         self.ratio, self.seed, self.adapter_lr_mult = ratio, seed, adapter_lr_mult
         if word_list is not None:
             self.vocabulary = read_word_list(word_list)
-        elif model.classnames:
-            self.vocabulary = word_vocabulary(model.prompts(model.classnames, model.templates[:1]))
+        elif context.classnames:
+            self.vocabulary = word_vocabulary(context.prompts(context.classnames, context.templates[:1]))
         else:
             self.vocabulary = []
         size = len(self.vocabulary) or vocab_size
         if not size:
             raise ValueError("cmlm needs a word vocabulary: give class names, a word_list file or vocab_size")
-        width = text.tower.width
-        if model.embed_dim != width:
-            raise ValueError(f"cmlm attends from text width {width} to video embeddings of width {model.embed_dim}; they must match")
-        parts = clean_copy(text.tower.blocks[-1])
-        self.ln_1, self.attn, self.ln_2, self.mlp = parts["ln_1"], parts["attn"], parts["ln_2"], parts["mlp"]
-        if not isinstance(self.attn, nn.MultiheadAttention):
-            raise TypeError(f"cmlm needs an nn.MultiheadAttention in the text blocks, found {type(self.attn).__name__}")
+        width = text.width
+        if context.embed_dim != width:
+            raise ValueError(f"cmlm attends from text width {width} to video embeddings of width {context.embed_dim}; they must match")
+        twin = clean_copy(text.last_block(), text.make_block)
+        if twin.cross_attend is None:
+            raise TypeError(f"cmlm needs cross-attention in the last text block; the backbone spec gives none for "
+                            f"{type(twin.attn).__name__} (Block.cross_attend)")
+        self.block = twin.module  # the frozen copy, a submodule of the head
+        self._twin = twin
+        self._text = text  # the text service, not a submodule of the head
         self._ln_final = (text.ln_final,)  # CLIP's own, frozen; not a submodule of the head
-        self.adapter = text_adapter_copy(model, adapter_width) if adapter_init == "copy" else Bottleneck(width, adapter_width, "gelu", adapter_init)
+        self.adapter = text_adapter_copy(text.last_block(), adapter_width) if adapter_init == "copy" else Bottleneck(width, adapter_width, "gelu", adapter_init)
         self.predict = PredictionHead(width, size)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self._word_tokens: dict[str, list[int]] = {}
@@ -245,29 +259,24 @@ class CMLMHead(Head):
 
     def cross_attend(self, states: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """The cross-attention block: text ``(B, L, W)`` attends to frames ``(B, T, W)``."""
-        query, memory = self.ln_1(states), self.ln_1(frames.to(states.dtype))
-        if not self.attn.batch_first:
-            query, memory = query.transpose(0, 1), memory.transpose(0, 1)
-        attended = self.attn(query, memory, memory, need_weights=False)[0]
-        if not self.attn.batch_first:
-            attended = attended.transpose(0, 1)
-        x = states + attended
+        block = self._twin
+        query, memory = block.ln_1(states), block.ln_1(frames.to(states.dtype))
+        x = states + block.cross_attend(query, memory)
         x = x + self.adapter(x)
-        x = x + self.mlp(self.ln_2(x))
+        x = x + block.mlp(block.ln_2(x))
         return self._ln_final[0](x)
 
     def forward(self, inputs: HeadInputs) -> HeadOutput:
         if inputs.labels is None:
             return HeadOutput()
-        model = inputs.model
-        text = model.text
-        prompts = model.prompts([model.classnames[i] for i in inputs.labels.tolist()], model.templates[:1])
+        text = self._text
+        prompts = inputs.label_prompts
         tokens, labels = self.mask(prompts, text, self._generators(inputs.sample_ids, len(prompts)))
         if self.training:
             self.calls += 1
         tokens.ids, tokens.eot = tokens.ids.to(inputs.labels.device), tokens.eot.to(inputs.labels.device)
         states = text.token_states(tokens, truncate=True)  # (B, L', W)
-        out = self.cross_attend(states, inputs.features.frames)
+        out = self.cross_attend(states, inputs.frames)
         logits = self.predict(out.to(self.predict.dense.weight.dtype))
         labels = labels[:, : logits.shape[1]].to(logits.device)
         loss = F.cross_entropy(loss_dtype(logits.flatten(0, 1)), labels.flatten(), ignore_index=IGNORE)

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from clipadapt.heads.base import Head, HeadInputs, HeadOutput, loss_dtype
+from clipadapt.heads.base import Head, HeadContext, HeadInputs, HeadOutput, loss_dtype
 from clipadapt.registry import register_head
 
 GATHERS = ("global", "local")
@@ -56,17 +56,18 @@ class ContrastiveHead(Head):
         >>> model.add_head("contrastive", weight=0.5, gather="local")
     """
 
-    needs_class_embeddings = True
+    needs = frozenset({"video", "class_embeddings", "logit_scale", "labels"})
+    classifies_alone = True
 
-    def __init__(self, model, gather: str = "global", sharpness: float = 10.0):
-        super().__init__(model)
+    def __init__(self, context: HeadContext, gather: str = "global", sharpness: float = 10.0):
+        super().__init__(context)
         if gather not in GATHERS:
             raise ValueError(f"contrastive gather {gather!r} is not one of {GATHERS}")
         self.gather, self.sharpness = gather, sharpness
 
     def forward(self, inputs: HeadInputs) -> HeadOutput:
-        video, texts = inputs.features.video, inputs.class_embeddings
-        scale = inputs.model.logit_scale()
+        video, texts = inputs.video, inputs.class_embeddings
+        scale = inputs.logit_scale
         if inputs.labels is None:
             return HeadOutput(logits=scale * video @ texts.t())
         labels = inputs.labels

@@ -42,19 +42,21 @@ class MultiTaskDecoder(nn.Module):
 
     @property
     def classifying(self) -> list[str]:
-        """Heads whose logits are class scores (the contrastive head counts when none does)."""
+        """Heads whose logits are class scores (those with ``classifies_alone`` when none has
+        ``classifies``)."""
         names = [name for name, head in self.heads.items() if head.classifies]
-        return names or [name for name in self.heads if name == "contrastive"]
+        return names or [name for name, head in self.heads.items() if head.classifies_alone]
 
     @property
-    def needs_class_embeddings(self) -> bool:
-        return any(head.needs_class_embeddings for head in self.heads.values())
+    def needs(self) -> frozenset[str]:
+        """Every `HeadInputs` field some head reads."""
+        return frozenset().union(*(head.needs for head in self.heads.values()))
 
     def forward(self, inputs: HeadInputs) -> DecoderOutput:
         out = DecoderOutput()
         classifying = set(self.classifying)
         for name, head in self.heads.items():
-            result = head(inputs)
+            result = head(inputs.only(head.needs))
             if result.loss is not None:
                 out.losses[name] = result.loss
             if result.logits is not None and name in classifying:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipadapt.heads.base import Head, HeadInputs, HeadOutput, loss_dtype
+from clipadapt.heads.base import Head, HeadContext, HeadInputs, HeadOutput, loss_dtype
 from clipadapt.registry import register_head
 
 
@@ -27,20 +27,24 @@ class VCHead(Head):
     """
 
     classifies = True
+    needs = frozenset({"cls", "labels"})
 
-    def __init__(self, model, dropout: float = 0.5, num_classes: int | None = None):
-        super().__init__(model)
-        num_classes = num_classes or model.num_classes
+    def __init__(self, context: HeadContext, dropout: float = 0.5, num_classes: int | None = None):
+        super().__init__(context)
+        num_classes = num_classes or context.num_classes
         if not num_classes:
             raise ValueError("vc head needs the number of classes: give class names or num_classes")
-        self._ln_post = (model.visual_ln_post(),)  # CLIP's own, frozen; not a submodule of the head
+        if not context.has_cls or context.visual_norm is None:
+            raise ValueError("vc reads the visual tower's class token, and this tower has none (e.g. SigLIP, "
+                             "avg-pooled timm ViTs); use a head on the video embedding (cmc, contrastive)")
+        self._ln_post = (context.visual_norm,)  # CLIP's own, frozen; not a submodule of the head
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(model.visual_width, num_classes)
+        self.fc = nn.Linear(context.visual_width, num_classes)
         nn.init.normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, inputs: HeadInputs) -> HeadOutput:
-        cls = self._ln_post[0](inputs.features.cls)
+        cls = self._ln_post[0](inputs.cls)
         logits = self.fc(self.dropout(cls.to(self.fc.weight.dtype)))
         loss = None if inputs.labels is None else F.cross_entropy(loss_dtype(logits), inputs.labels)
         return HeadOutput(loss=loss, logits=logits)

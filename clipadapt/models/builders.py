@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import logging
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
+from clipadapt.backbones import TinyConfig, spec_of_family
+from clipadapt.backbones.open_clip import quiet_root_logger  # noqa: F401  (kept importable from here)
 from clipadapt.models.m2clip import build_video_clip
 from clipadapt.models.video_clip import VideoCLIP
 
@@ -31,71 +30,23 @@ def _plain(value):
 
 
 def build_clip(model_cfg) -> nn.Module:
-    """The CLIP a recipe's ``model`` section names, with its weights.
+    """The CLIP a recipe's ``model`` section names, built by its family's backbone spec.
 
-    ``weights: openai`` loads OpenAI's weights into the ``-quickgelu`` variant of the config
-    (where the download is allowed); another open_clip pretrained tag or a local checkpoint path
-    works too; ``null`` gives random weights. ``config`` builds ``open_clip.CLIP(**config)``
-    with random weights (tiny models for tests and the quickstart).
+    ``family`` picks the spec (``clipadapt ls backbones``); ``arch`` and ``weights`` name the
+    model as that family does (``weights: openai`` on open_clip loads OpenAI's weights into the
+    ``-quickgelu`` variant; a local file works everywhere; ``null`` gives random weights).
+    ``config`` is a family-neutral tiny model (`clipadapt.backbones.TinyConfig`: ``embed_dim``,
+    ``width``, ``layers``, ``heads``, ``patch_size``, ``image_size``, ``text_width``, ...) that
+    each family turns into its own config, with random weights.
 
     Example:
-        >>> clip = build_clip({"family": "open_clip", "arch": "ViT-B-16", "weights": None})
+        >>> clip = build_clip({"family": "hf", "config": {"embed_dim": 64, "width": 64, "layers": 2}})
     """
-    import open_clip
-
     cfg = _plain(model_cfg)
-    family, arch, weights = cfg.get("family", "open_clip"), cfg.get("arch", "ViT-B-16"), cfg.get("weights")
-    if family != "open_clip":
-        raise ValueError(f"model.family {family!r}: recipes build open_clip models; wrap other families "
-                         "with clipadapt.models.VideoCLIP in Python (accepted: open_clip)")
-    if cfg.get("config"):
-        clip = open_clip.CLIP(**cfg["config"])
-        if weights:
-            _load_weights(clip, weights)
-        return clip
-    if weights == "openai" and not arch.endswith("-quickgelu"):
-        if f"{arch}-quickgelu" in open_clip.list_models():
-            arch = f"{arch}-quickgelu"  # OpenAI's weights were trained with QuickGELU
-    if arch not in open_clip.list_models():
-        import difflib
-
-        close = difflib.get_close_matches(arch, open_clip.list_models(), n=1)
-        raise ValueError(f"model.arch {arch!r} is not an open_clip config" + (f"; did you mean {close[0]!r}?" if close else ""))
-    if weights and Path(str(weights)).suffix and not Path(str(weights)).is_file():
-        raise FileNotFoundError(f"model.weights {weights!r} does not exist")
-    with quiet_root_logger():  # open_clip warns when it builds random weights, which is what was asked
-        return open_clip.create_model(arch, pretrained=weights or None)
-
-
-@contextlib.contextmanager
-def quiet_root_logger(level: int = logging.ERROR):
-    """Raise the root logger's level for the duration of the block, then restore it."""
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(max(previous, level))
-    try:
-        yield
-    finally:
-        root.setLevel(previous)
-
-
-def _load_weights(clip: nn.Module, path: str) -> None:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.weights {str(path)!r} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-    except Exception as error:  # noqa: BLE001  (pickle, zip and safetensors errors do not name the file)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"model.weights {str(path)!r} is not a weights file that loads with weights_only=True or "
-                         f"safetensors ({first[:120]})") from None
-    clip.load_state_dict(state)
+    family = cfg.get("family", "open_clip")
+    spec = spec_of_family(family)
+    tiny = TinyConfig.from_dict(cfg["config"]) if cfg.get("config") else None
+    return spec.build(cfg.get("arch"), cfg.get("weights"), tiny)
 
 
 def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoCLIP:

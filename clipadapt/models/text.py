@@ -1,6 +1,7 @@
-"""Text side of a CLIP, family by family: tokenising, and running the text tower in pieces.
+"""The text path of a CLIP of any family: its text tower run in pieces, exact and cheap.
 
-Running in pieces makes class-prompt encoding cheap and still exact:
+The family's `clipadapt.backbones.TextEncoder` says how to tokenise, embed, run blocks and
+project; this module composes those pieces:
 
 - the blocks before the first one with something trainable compute the same states at every
   step for fixed prompts, so they run once, without gradient, and are cached;
@@ -15,130 +16,99 @@ Running in pieces makes class-prompt encoding cheap and still exact:
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipadapt.backbones import Tower, detect, get_tower
-from clipadapt.backbones.base import first_tensor
+from clipadapt.backbones import TextEncoder, TokenizedPrompts, detect
 from clipadapt.inject import injections
 
 # adapter sites that leave the last block's MLP branch acting on each token alone
 _BEFORE_MLP = ("pre_attn", "attn_out", "pre_mlp")
 
 
-def _tokenizer(context_length: int):
-    from open_clip.tokenizer import SimpleTokenizer
-
-    return SimpleTokenizer(context_length=context_length)
-
-
-@dataclass
-class TokenizedPrompts:
-    """Token ids ``(N, L)`` and the position of each prompt's end-of-text token."""
-
-    ids: torch.Tensor
-    eot: torch.Tensor
-
-    @property
-    def length(self) -> int:
-        """Tokens needed to reach every prompt's end-of-text token."""
-        return int(self.eot.max()) + 1
-
-
 class TextPath:
-    """Tokenise and encode text with a CLIP of the open_clip or OpenAI ``clip`` family.
+    """Tokenise and encode text with the text tower of a CLIP of any family.
 
-    ``encode(tokens)`` equals ``clip.encode_text(tokens)``; ``encode(tokens, cache_prefix=True)``
-    computes the same values while running frozen leading blocks once without gradient.
+    ``encode(tokens)`` equals the CLIP's own text encoder; ``encode(tokens, cache_prefix=True)``
+    computes the same values while running frozen leading blocks once without gradient. It is
+    also the text service heads receive (`clipadapt.heads.TextService`).
 
     Example:
         >>> text = TextPath(clip)
         >>> emb = text.encode(text.tokenize(["a video of archery"]))   # (1, 512)
     """
 
-    def __init__(self, clip: nn.Module):
-        family = detect(clip).family
-        if family not in ("open_clip", "openai_clip"):
-            raise TypeError(f"TextPath supports open_clip and OpenAI clip models, not {family!r}; see text_path()")
-        self.tower: Tower = get_tower(clip, "text")
-        self.root = self.tower.module  # CLIP itself (text blocks on the model) or CustomTextCLIP.text
+    def __init__(self, clip: nn.Module, encoder: TextEncoder | None = None):
         self.clip = clip
-        self.context_length = int(self.root.positional_embedding.shape[0])
-        self.tokenizer = _tokenizer(self.context_length)
+        self.encoder = encoder or detect(clip).text(clip)
+        self.tower = self.encoder.tower
+        self.context_length = self.encoder.context_length
         self._prefix_cache: tuple | None = None  # (tokens, (start, dtype, device), states)
 
-    # ---- tokens -------------------------------------------------------------------------
+    # ---- tokens and pieces, as the family's encoder has them ------------------------------
 
     def tokenize(self, prompts: list[str], device: torch.device | None = None) -> TokenizedPrompts:
-        ids = self.tokenizer(list(prompts))
-        return TokenizedPrompts(ids.to(device), ids.argmax(dim=-1).to(device))
+        return self._checked(self.encoder.tokenize(prompts, device))
 
     def tokens_from_words(self, word_ids: list[list[list[int]]], device=None) -> TokenizedPrompts:
         """Prompts given as lists of words, each word a list of BPE ids; no re-tokenising."""
-        sot, eot = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
-        ids = torch.zeros(len(word_ids), self.context_length, dtype=torch.long)
-        for row, words in enumerate(word_ids):
-            seq = [sot] + [t for word in words for t in word][: self.context_length - 2] + [eot]
-            ids[row, : len(seq)] = torch.tensor(seq)
-        return TokenizedPrompts(ids.to(device), ids.argmax(dim=-1).to(device))
+        return self._checked(self.encoder.tokens_from_words(word_ids, device))
+
+    def _checked(self, tokens: TokenizedPrompts) -> TokenizedPrompts:
+        vocabulary = self.encoder.frozen_inputs()[0].shape[0]
+        if int(tokens.ids.max()) >= vocabulary:
+            raise ValueError(f"the text tower has a vocabulary of {vocabulary} ids; prompts are tokenised with "
+                             "OpenAI's BPE (49408 ids): build the text tower with vocab_size 49408")
+        return tokens
 
     def encode_word(self, word: str) -> list[int]:
-        return self.tokenizer.encode(word)
-
-    # ---- the tower in pieces ------------------------------------------------------------
+        return self.encoder.encode_word(word)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.root.token_embedding.weight.dtype
+        return self.encoder.dtype
 
     @property
     def embed_dim(self) -> int:
         """Width of the joint embedding space."""
-        proj = self.root.text_projection
-        return proj.out_features if isinstance(proj, nn.Linear) else int(proj.shape[-1])
+        return self.encoder.embed_dim
+
+    @property
+    def width(self) -> int:
+        return self.tower.width
 
     @property
     def ln_final(self) -> nn.Module:
-        return self.root.ln_final
+        return self.encoder.ln_final
+
+    def last_block(self):
+        """The last text block (a `clipadapt.backbones.Block`), e.g. for a head's frozen copy."""
+        return self.tower.blocks[-1]
+
+    def make_block(self, module: nn.Module):
+        """A module laid out as this tower's blocks (a copy of one) as a `Block`."""
+        return self.tower.make_block(module)
 
     def frozen_inputs(self) -> list[torch.Tensor]:
-        """Parameters used before the first block (embeddings)."""
-        return [self.root.token_embedding.weight, self.root.positional_embedding]
+        return self.encoder.frozen_inputs()
+
+    def parameters(self):
+        """Every parameter of the text path."""
+        return self.encoder.parameters()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token plus positional embeddings, ``(N, L, W)``."""
-        length = ids.shape[1]
-        x = self.root.token_embedding(ids).to(self.dtype)
-        return x + self.root.positional_embedding[:length].to(self.dtype)
+        return self.encoder.embed(ids)
 
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Blocks ``start..stop-1`` on batch-first states ``(N, L, W)`` with the causal mask."""
-        blocks = self.tower.blocks[start:stop]
-        length = x.shape[1]
-        mask = getattr(self.root, "attn_mask", None)
-        if self.tower.seq_first:
-            x = x.transpose(0, 1)
-        for block in blocks:
-            if self.tower.seq_first:  # OpenAI blocks slice their own mask
-                x = block.module(x)
-            else:
-                x = block.module(x, attn_mask=None if mask is None else mask[:length, :length])
-        return x.transpose(0, 1) if self.tower.seq_first else x
+        return self.encoder.run_blocks(x, start, stop)
 
     def finish(self, states: torch.Tensor, eot: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """``ln_final``, pooling at the end-of-text token and the projection."""
         x = self.ln_final(states[torch.arange(states.shape[0], device=states.device), eot])  # per token: pool first
-        proj = self.projection
-        if proj is not None:
-            x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
+        x = self.encoder.project(x)
         return F.normalize(x, dim=-1) if normalize else x
-
-    @property
-    def projection(self):
-        return self.root.text_projection
 
     def first_trainable_block(self) -> int:
         """Index of the first text block with a trainable parameter (or the block count)."""
@@ -220,53 +190,10 @@ class TextPath:
         self._prefix_cache = None
 
 
-class HFTextPath(TextPath):
-    """`TextPath` for Hugging Face ``CLIPModel``: embeddings, ``encoder.layers`` under an explicit
-    causal mask, ``final_layer_norm``, pooling at the end-of-text token, ``text_projection``.
-    Token ids come from the same BPE tokenizer as OpenAI's CLIP."""
-
-    def __init__(self, clip: nn.Module):
-        self.tower = get_tower(clip, "text")
-        self.root = self.tower.module  # CLIPTextModel / CLIPTextTransformer
-        self.clip = clip
-        self.context_length = int(self.root.embeddings.position_embedding.num_embeddings)
-        self.tokenizer = _tokenizer(self.context_length)
-        self._prefix_cache = None
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.root.embeddings.token_embedding.weight.dtype
-
-    @property
-    def embed_dim(self) -> int:
-        return self.clip.text_projection.out_features
-
-    @property
-    def ln_final(self) -> nn.Module:
-        return self.root.final_layer_norm
-
-    @property
-    def projection(self):
-        return self.clip.text_projection
-
-    def frozen_inputs(self) -> list[torch.Tensor]:
-        return list(self.root.embeddings.parameters())
-
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.root.embeddings(input_ids=ids)
-
-    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        length = x.shape[1]
-        mask = torch.full((length, length), float("-inf"), dtype=x.dtype, device=x.device).triu(1)[None, None]
-        for block in self.tower.blocks[start:stop]:
-            x = first_tensor(block.module(x, mask))
-        return x
-
-
 def text_path(clip: nn.Module) -> TextPath:
     """The `TextPath` of a CLIP of any family with a text tower.
 
     Example:
         >>> text = text_path(clip)
     """
-    return HFTextPath(clip) if detect(clip).family == "hf" else TextPath(clip)
+    return TextPath(clip)

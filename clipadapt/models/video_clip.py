@@ -5,18 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from einops import rearrange
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from clipadapt.adapters import temporal_pool  # noqa: F401  (registers the built-in poolings)
 from clipadapt.attention import efficient_attention as use_efficient_attention
-from clipadapt.backbones import detect, get_tower
-from clipadapt.backbones.base import encoder, first_tensor
-from clipadapt.heads.base import HeadInputs
+from clipadapt.backbones import UnsupportedModelError, detect
+from clipadapt.backbones.base import first_tensor
+from clipadapt.heads.base import HeadContext, HeadInputs
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
-from clipadapt.models.text import text_path
+from clipadapt.models.text import TextPath
 from clipadapt.registry import HEADS, POOLINGS
 
 DEFAULT_TEMPLATES = ("a video of {}",)
@@ -29,17 +31,31 @@ class VideoFeatures:
     Attributes:
         frames: per-frame embeddings after temporal pooling's residual, ``(B, T, E)``.
         video: pooled, L2-normalised video embeddings, ``(B, E)``.
-        cls: frame-mean raw class token of the last visual block (before ``ln_post``), ``(B, W)``.
+        cls: frame-mean raw class token of the last visual block (before the final norm),
+            ``(B, W)``; ``None`` for a tower without a class token.
     """
 
     frames: torch.Tensor
     video: torch.Tensor
-    cls: torch.Tensor
+    cls: torch.Tensor | None
+
+
+@dataclass(eq=False)
+class ClassTokenKeeper:
+    """A forward hook on the last visual block that keeps its class token ``(N, W)``."""
+
+    index: int
+    seq_first: bool
+    cls: torch.Tensor | None = None
+
+    def __call__(self, module, args, output):
+        tokens = first_tensor(output)
+        self.cls = tokens[self.index] if self.seq_first else tokens[:, self.index]
 
 
 class VideoCLIP(nn.Module):
-    """An adapted CLIP (open_clip, OpenAI ``clip`` or Hugging Face ``CLIPModel``) turned into a
-    video classifier.
+    """An adapted CLIP of any registered family (open_clip, OpenAI ``clip``, Hugging Face,
+    timm for visual-only models) turned into a video classifier.
 
     Args:
         clip: the CLIP, with adapters injected (or not).
@@ -76,18 +92,31 @@ class VideoCLIP(nn.Module):
             if template.count("{}") != 1:
                 raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}'")
         self.clip = clip
-        self.family = detect(clip).family
+        spec = detect(clip)
+        self.family = spec.family
         if efficient_attention:
             use_efficient_attention(clip)
-        self.visual_tower = get_tower(clip, "visual")
-        self.text = text_path(clip)
+        self.visual = spec.visual(clip)
+        self.visual_tower = self.visual.tower
+        self.text: TextPath | None = None
+        self.no_text_reason = f"the {spec.family} model has no text tower"
+        if "text" in spec.towers(clip):
+            try:
+                self.text = TextPath(clip, spec.text(clip))
+            except UnsupportedModelError as error:
+                self.no_text_reason = str(error)
+        self._logit_scale = (spec.logit_scale(clip),)  # a tuple: not registered as this module's parameter
         self.templates = list(templates)
         self.classnames = list(classnames or [])
         self.num_classes = len(self.classnames) or num_classes or 0
-        self.embed_dim = self.text.embed_dim
+        self.embed_dim = self.visual.embed_dim
+        if self.text is not None and self.text.embed_dim != self.embed_dim:
+            raise ValueError(f"the image embeddings have width {self.embed_dim}, the text embeddings {self.text.embed_dim}")
         self.visual_width = self.visual_tower.width
+        self.pooling_kind, self.pooling_width = pooling, pooling_width
         self.pooling = POOLINGS.get(pooling)(self.embed_dim, pooling_width)
         self.decoder = MultiTaskDecoder()
+        self.head_specs: list[dict] = []
         self.lr_mults: dict[str, float] = {}
         self._class_tokens = None
         self._class_cache: torch.Tensor | None = None
@@ -100,31 +129,78 @@ class VideoCLIP(nn.Module):
         Example:
             >>> model.add_head("contrastive", weight=0.5, gather="local")
         """
-        head = HEADS.get(name)(self, **options)
+        cls = HEADS.get(name)
+        cls.check_options(name, options)
+        head = cls(self.head_context(), **options)
         self.decoder.add(name, head, weight)
+        self.head_specs.append({"name": name, "weight": float(weight), "lr_mult": float(lr_mult), "options": dict(options)})
         if lr_mult != 1.0:
             self.set_lr_mult(f"decoder.heads.{name}", lr_mult)
         for child, mult in head.lr_mults().items():
             self.set_lr_mult(f"decoder.heads.{name}.{child}", mult)
         return head
 
+    def video_spec(self) -> dict:
+        """What rebuilds this video model on a CLIP with the same adapters: pooling, templates,
+        class names and the heads with their options (JSON-ready; stored by `save_adapters`)."""
+        return {"pooling": self.pooling_kind, "pooling_width": self.pooling_width, "templates": self.templates,
+                "classnames": self.classnames, "num_classes": self.num_classes, "heads": [dict(h) for h in self.head_specs]}
+
+    @classmethod
+    def from_adapters(cls, clip: nn.Module, path, classnames: Sequence[str] | None = None) -> "VideoCLIP":
+        """The video model saved by ``save_adapters(video_clip, path)``, rebuilt on `clip` (a fresh
+        CLIP of the same architecture, with its frozen weights) in eval mode.
+
+        Example:
+            >>> clipadapt.save_adapters(model, "m2clip.safetensors")
+            >>> again = VideoCLIP.from_adapters(open_clip.create_model("ViT-B-16", pretrained="openai"), "m2clip.safetensors")
+        """
+        from clipadapt.saving import load_adapters, read_metadata
+
+        video = read_metadata(path)["video"]
+        if video is None:
+            raise ValueError(f"{path} holds the adapters of a bare CLIP, not a video model; use clipadapt.load_adapters(clip, path)")
+        model = cls(clip, classnames or video["classnames"] or None, templates=video["templates"], pooling=video["pooling"],
+                    num_classes=video["num_classes"], pooling_width=video["pooling_width"])
+        return load_adapters(model, path).eval()
+
     def set_lr_mult(self, prefix: str, mult: float) -> None:
         """Scale the learning rate of every parameter whose name starts with `prefix`."""
         self.lr_mults[prefix] = float(mult)
 
-    def visual_ln_post(self) -> nn.Module:
-        """CLIP's own norm after the visual tower (``ln_post``; ``post_layernorm`` in transformers)."""
-        if self.family == "hf":
-            return self.clip.vision_model.post_layernorm
-        return self.clip.visual.ln_post
+    def head_context(self) -> HeadContext:
+        """What a head is built from: sizes, class names, the frozen visual norm, the text service."""
+        return HeadContext(
+            num_classes=self.num_classes,
+            classnames=list(self.classnames),
+            templates=list(self.templates),
+            embed_dim=self.embed_dim,
+            visual_width=self.visual_width,
+            visual_norm=self.visual.final_norm,
+            has_cls=self.visual_tower.cls_index is not None,
+            text=self.text,
+            no_text_reason=self.no_text_reason if self.text is None else "",
+        )
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings ``(N, E)`` of images ``(N, 3, H, W)`` (inside `frames()` for T)."""
-        return encoder(self.clip, "visual")(frames)
+        return self.visual.encode(frames)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.parameters()).device
 
     def logit_scale(self) -> torch.Tensor:
         """CLIP's own temperature, ``exp(logit_scale)``, without gradient."""
-        return self.clip.logit_scale.detach().exp()
+        if self._logit_scale[0] is None:
+            raise ValueError(f"the {self.family} model has no logit scale (no text tower); heads that compare "
+                             "video and text need one")
+        return self._logit_scale[0].detach().exp()
+
+    def _text_path(self) -> TextPath:
+        if self.text is None:
+            raise ValueError(f"this VideoCLIP encodes no text: {self.no_text_reason}")
+        return self.text
 
     # ---- text -------------------------------------------------------------------------
 
@@ -143,12 +219,8 @@ class VideoCLIP(nn.Module):
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.text_parameters())
 
     def text_parameters(self):
-        yield from self.text.frozen_inputs()
-        for block in self.text.tower.blocks:
-            yield from block.module.parameters()
-        yield from self.text.ln_final.parameters()
-        projection = self.text.projection
-        yield from projection.parameters() if isinstance(projection, nn.Module) else [projection]
+        """Every parameter of the text path (none without a text tower)."""
+        return iter(()) if self.text is None else self.text.parameters()
 
     def class_embeddings(self) -> torch.Tensor:
         """Normalised class-prompt embeddings ``(C, E)`` (templates averaged).
@@ -158,12 +230,13 @@ class VideoCLIP(nn.Module):
         """
         if not self.classnames:
             raise ValueError("this VideoCLIP has no class names; give classnames or call set_classnames")
+        text = self._text_path()
         if self._class_cache is not None and not self._text_trains():
             return self._class_cache
-        device = self.clip.logit_scale.device
+        device = self.device
         if self._class_tokens is None or self._class_tokens.ids.device != device:
-            self._class_tokens = self.text.tokenize(self.prompts(self.classnames, self.templates), device)
-        emb = self.text.encode(self._class_tokens, normalize=True, cache_prefix=True)
+            self._class_tokens = text.tokenize(self.prompts(self.classnames, self.templates), device)
+        emb = text.encode(self._class_tokens, normalize=True, cache_prefix=True)
         emb = F.normalize(emb.reshape(len(self.classnames), len(self.templates), -1).mean(dim=1), dim=-1)
         if not self._text_trains():
             self._class_cache = emb
@@ -171,8 +244,8 @@ class VideoCLIP(nn.Module):
 
     def encode_text(self, prompts: Sequence[str], normalize: bool = True) -> torch.Tensor:
         """Embeddings ``(N, E)`` of free-form prompts through the adapted text tower."""
-        tokens = self.text.tokenize(list(prompts), self.clip.logit_scale.device)
-        return self.text.encode(tokens, normalize=normalize)
+        text = self._text_path()
+        return text.encode(text.tokenize(list(prompts), self.device), normalize=normalize)
 
     # ---- video ------------------------------------------------------------------------
 
@@ -181,28 +254,23 @@ class VideoCLIP(nn.Module):
         if video.dim() != 5:
             raise ValueError(f"videos must be (B, T, 3, H, W), got shape {tuple(video.shape)}")
         batch, num_frames = video.shape[:2]
-        captured = {}
         tower = self.visual_tower
-        cls_index = tower.cls_index or 0
-
-        def keep_cls(module, args, output):
-            tokens = first_tensor(output)
-            captured["cls"] = tokens[cls_index] if tower.seq_first else tokens[:, cls_index]
-
-        handle = tower.blocks[-1].module.register_forward_hook(keep_cls)
+        keep = ClassTokenKeeper(tower.cls_index, tower.seq_first) if tower.cls_index is not None else None
+        handle = tower.blocks[-1].module.register_forward_hook(keep) if keep else None
         try:
             with frames_context(self.clip, num_frames):
                 per_frame = self.encode_frames(video.flatten(0, 1))  # (B·T, E)
         finally:
-            handle.remove()
-        per_frame = per_frame.reshape(batch, num_frames, -1)
+            if handle is not None:
+                handle.remove()
+        per_frame = rearrange(per_frame, "(b t) e -> b t e", b=batch)
         per_frame, pooled = self.pooling(per_frame.to(self.pooling_dtype()))
-        cls = captured["cls"].reshape(batch, num_frames, -1).mean(dim=1)
+        cls = None if keep is None else rearrange(keep.cls, "(b t) w -> b t w", b=batch).mean(dim=1)
         return VideoFeatures(frames=per_frame, video=F.normalize(pooled, dim=-1), cls=cls)
 
     def pooling_dtype(self) -> torch.dtype:
         param = next(self.pooling.parameters(), None)
-        return param.dtype if param is not None else self.clip.logit_scale.dtype
+        return param.dtype if param is not None else next(self.clip.parameters()).dtype
 
     def zero_shot_logits(self, video: torch.Tensor, classnames: Sequence[str] | None = None) -> torch.Tensor:
         """``s·cos(video, class prompt)`` over `classnames` (paper eq. 11), ``(B, C)``, with ``s``
@@ -220,8 +288,7 @@ class VideoCLIP(nn.Module):
 
     def forward(self, video: torch.Tensor, labels: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> dict:
         features = self.encode_video(video)
-        classes = self.class_embeddings() if self.decoder.needs_class_embeddings else None
-        out = self.decoder(HeadInputs(features, classes, labels, self, sample_ids))
+        out = self.decoder(self.head_inputs(features, labels, sample_ids))
         if self.training or labels is not None:
             if out.loss is None:
                 raise RuntimeError("no head produced a loss; add heads with add_head()")
@@ -234,9 +301,28 @@ class VideoCLIP(nn.Module):
             logits["fused"] = fuse(out.logits)
         return logits
 
+    def head_inputs(self, features: VideoFeatures, labels: torch.Tensor | None = None,
+                    sample_ids: torch.Tensor | None = None) -> HeadInputs:
+        """The batch's `HeadInputs`, computing only what some head needs."""
+        needs = self.decoder.needs
+        prompts = None
+        if "label_prompts" in needs and labels is not None:
+            prompts = self.prompts([self.classnames[i] for i in labels.tolist()], self.templates[:1])
+        return HeadInputs(
+            video=features.video,
+            frames=features.frames,
+            cls=features.cls,
+            class_embeddings=self.class_embeddings() if "class_embeddings" in needs else None,
+            logit_scale=self.logit_scale() if "logit_scale" in needs else None,
+            labels=labels,
+            label_prompts=prompts,
+            sample_ids=sample_ids,
+        )
+
     def train(self, mode: bool = True):
         self._class_cache = None
-        self.text.clear_cache()
+        if self.text is not None:
+            self.text.clear_cache()
         return super().train(mode)
 
     # ---- optimisation and checkpoints -------------------------------------------------
