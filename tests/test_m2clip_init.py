@@ -115,7 +115,7 @@ def test_frozen_clip_zero_shot_logits_equal_plain_clips_with_frame_mean_pooling(
     recipe = load_recipe("quickstart")
     model = frozen_clip(recipe, NAMES).double()
     assert injections(model.clip) == [] and len(model.decoder.heads) == 0
-    plain = open_clip.CLIP(**recipe.model.config).eval()
+    plain = plain_open_clip(recipe.model.config).eval()
     plain.load_state_dict(model.clip.state_dict())
     plain.double()
     clips = video().double()
@@ -139,7 +139,7 @@ def test_zeroshot_without_a_checkpoint_scores_the_frozen_clip(monkeypatch):
     recipe = load_recipe("quickstart")
     tasks.zero_shot(recipe, None, splits=(1,))
     model = scored[0].model.double()
-    plain = open_clip.CLIP(**recipe.model.config).eval()
+    plain = plain_open_clip(recipe.model.config).eval()
     plain.load_state_dict(model.clip.state_dict())
     plain.double()
     clips = video().double()
@@ -200,3 +200,14 @@ def test_cmlm_masks_prompts_with_the_releases_word_and_index_file(tmp_path):
     picked = {words[i] for i in labels[labels >= 0].tolist()}
     assert picked and picked <= {"a", "video", "of", "brush", "hair"}
     assert torch.isfinite(model(video(), torch.tensor([0, 2]))["loss"])
+
+
+def plain_open_clip(tiny: dict):
+    """open_clip's own CLIP with the quickstart's family-neutral sizes, written out by hand."""
+    return open_clip.CLIP(
+        embed_dim=tiny["embed_dim"],
+        vision_cfg=dict(image_size=tiny["image_size"], patch_size=tiny["patch_size"], width=tiny["width"],
+                        layers=tiny["layers"], head_width=tiny["width"] // tiny["heads"]),
+        text_cfg=dict(context_length=tiny["context_length"], vocab_size=tiny["vocab_size"], width=tiny["text_width"],
+                      layers=tiny["text_layers"], heads=tiny["text_heads"]),
+    )
