@@ -13,12 +13,14 @@ mlp_parallel   adds ``A(ln_2(x))`` beside the MLP                       hook on 
 post_block     the block output                                         hook on the block
 =============  =======================================================  ==========================
 
-Nothing rewrites a block's ``forward``. Hooks and undo steps are objects and bound methods, never
-closures, so ``copy.deepcopy`` of an injected model gives a copy whose hooks, adapters and
-injection records are its own: ejecting or merging the copy leaves the original as it was. ``pre_mlp`` is reached by correcting the attention
-branch: ``branch_out + A(x_in + branch_out)``, where ``x_in`` is the block input captured by a
-pre-hook on the same call. Adapters always see ``(N, L, D)`` batch-first tensors and return a
-delta that the engine adds (never in place).
+Nothing rewrites a block's ``forward``; the hooks live in `clipadapt.sites`. ``pre_mlp`` is
+reached by correcting the attention branch: ``branch_out + A(x_in + branch_out)``, where ``x_in``
+is the block input captured by a pre-hook on the same call. Adapters always see ``(N, L, D)``
+batch-first tensors and return a delta that the engine adds (never in place).
+
+Hooks and undo steps are objects, bound methods and partials, never closures, so
+``copy.deepcopy`` of an injected model gives a copy whose hooks, adapters and injection records
+are its own: ejecting or merging the copy leaves the original as it was.
 """
 
 from __future__ import annotations
@@ -34,12 +36,11 @@ import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
 from clipadapt.backbones import SITES, Block, Tower, fingerprint, get_tower
-from clipadapt.backbones.base import first_tensor, replace_first
 from clipadapt.registry import ADAPTERS
+from clipadapt.sites import BlockState, CaptureInput, hook_site
 
 CONTAINER = "adapters"  # name of the ModuleDict that holds a block's adapters
 STATE = "_clipadapt"  # attribute of the model holding its InjectionState
-FRAMES_TAG = "_clipadapt_num_frames"  # set on block inputs so recomputation knows T
 
 
 class Adapter(nn.Module):
@@ -80,15 +81,6 @@ class Adapter(nn.Module):
 
 class FramesError(RuntimeError):
     """Raised when a temporal adapter runs without a known number of frames."""
-
-
-@dataclass(eq=False)
-class BlockState:
-    """What the hooks of one block share during one call of that block."""
-
-    num_frames: int | None = None
-    x_in: torch.Tensor | None = None  # block input, batch-first, after pre_attn adapters
-    mlp_in: torch.Tensor | None = None
 
 
 @dataclass(eq=False)
@@ -206,58 +198,6 @@ def resolve_layers(layers: int | Iterable[int] | str, count: int, tower: str = "
     return resolved
 
 
-def _to_batch_first(x: torch.Tensor, seq_first: bool) -> torch.Tensor:
-    return x.transpose(0, 1) if seq_first else x
-
-
-def _delta(adapter: nn.Module, x: torch.Tensor, ctx: AdapterContext, seq_first: bool) -> torch.Tensor:
-    """The adapter's delta for a block tensor `x` in the block's own layout and dtype."""
-    x_bf = _to_batch_first(x, seq_first)
-    param = next(adapter.parameters(), None)
-    if param is not None and param.dtype != x.dtype and not torch.is_autocast_enabled():
-        delta = adapter(x_bf.to(param.dtype), ctx).to(x.dtype)
-    else:
-        delta = adapter(x_bf, ctx)
-    return _to_batch_first(delta, seq_first)
-
-
-def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
-    if args:
-        return args[0]
-    for key in ("x", "q_x", "hidden_states"):
-        if key in kwargs:
-            return kwargs[key]
-    raise RuntimeError(f"cannot find the block input among keyword arguments {sorted(kwargs)}")
-
-
-def _replace_input(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, dict]:
-    if args:
-        return (x, *args[1:]), kwargs
-    for key in ("x", "q_x", "hidden_states"):
-        if key in kwargs:
-            return args, {**kwargs, key: x}
-    raise RuntimeError(f"cannot find the block input among keyword arguments {sorted(kwargs)}")
-
-
-@dataclass(eq=False)
-class CaptureInput:
-    """The pre-hook that records a block's input and T for the other hooks of the same call."""
-
-    state: InjectionState
-    bstate: BlockState
-
-    def __call__(self, module, args, kwargs):
-        x = _first_input(args, kwargs)
-        frames = self.state.num_frames
-        if frames is not None:
-            if not torch.compiler.is_compiling():
-                setattr(x, FRAMES_TAG, frames)
-        else:  # recomputation by gradient checkpointing, after `frames()` has exited
-            frames = getattr(x, FRAMES_TAG, None)
-        self.bstate.num_frames = frames
-        self.bstate.x_in = x
-
-
 def _block_state(state: InjectionState, block: Block) -> BlockState:
     """The shared per-call state of a block, with the pre-hook that fills it (one per block)."""
     key = block.module
@@ -279,51 +219,6 @@ def _release_block_state(state: InjectionState, block_module: nn.Module) -> None
         for handle in handles:
             handle.remove()
         del state.blocks[block_module]
-
-
-@dataclass(eq=False)
-class SiteHook:
-    """The hook that realises one site for one adapter in one block (its methods are the hooks)."""
-
-    adapter: nn.Module
-    ctx: AdapterContext
-    seq_first: bool
-
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        return _delta(self.adapter, x, self.ctx, self.seq_first)
-
-    def pre_attn(self, module, args, kwargs):
-        x = _first_input(args, kwargs)
-        x = x + self.delta(x)
-        self.ctx.state.x_in = x
-        return _replace_input(args, kwargs, x)
-
-    def attn_out(self, module, args, output):
-        out = first_tensor(output)
-        return replace_first(output, out + self.delta(out))
-
-    def pre_mlp(self, module, args, output):
-        out = first_tensor(output)
-        return replace_first(output, out + self.delta(self.ctx.state.x_in + out))
-
-    def mlp_parallel(self, module, args, output):
-        return output + self.delta(args[0])
-
-    post_block = attn_out  # the block output, corrected as the attention branch's
-
-
-def _hook_site(site: str, block: Block, adapter: nn.Module, ctx: AdapterContext, seq_first: bool) -> RemovableHandle:
-    """Register the hook that realises `site` for one adapter in one block."""
-    hook = SiteHook(adapter, ctx, seq_first)
-    if site == "pre_attn":
-        return block.module.register_forward_pre_hook(hook.pre_attn, with_kwargs=True)
-    if site in ("attn_out", "pre_mlp"):
-        return block.attn_end.register_forward_hook(getattr(hook, site))
-    if site == "mlp_parallel":
-        return block.mlp.register_forward_hook(hook.mlp_parallel)
-    if site == "post_block":
-        return block.module.register_forward_hook(hook.post_block)
-    raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
 
 
 def _container(block_module: nn.Module) -> nn.ModuleDict:
@@ -473,7 +368,7 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
         state=bstate,
         adapter_name=injection.name,
     )
-    injection.undo.append(_hook_site(site, block, module, ctx, tower.seq_first).remove)
+    injection.undo.append(hook_site(site, block, module, ctx, tower.seq_first).remove)
 
 
 def _remove_module(block_module: nn.Module, key: str) -> None:
