@@ -187,7 +187,8 @@ def component_options(cls, kind: str) -> set[str] | None:
     signature says, without the arguments the library passes itself."""
     declared = getattr(cls, "accepted_options", None)
     if callable(declared):
-        return set(declared())
+        accepted = declared()
+        return None if accepted is None else set(accepted)
     if kind == "adapters":
         from clipadapt.inject import Adapter
 
