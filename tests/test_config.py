@@ -334,9 +334,9 @@ def test_betas_outside_zero_one_are_each_named():
 def test_absurd_shapes_are_refused_before_anything_is_built():
     errors = _errors(["adapters.0.options.width=268435456"])
     assert errors == [f"adapters.0.options.width: 268435456 is beyond any model's sizes (at most {MAX_OPTION_INT})"]
-    quick, _ = load_recipe_dict("quickstart", ["model.config.vision_cfg.width=1048576"])
-    assert [e.path for e in validate(quick)] == ["model.config.vision_cfg.width", "model.config"]
-    quick, _ = load_recipe_dict("quickstart", ["model.config.vision_cfg.width=65536", "model.config.vision_cfg.layers=48"])
+    quick, _ = load_recipe_dict("quickstart", ["model.config.width=1048576"])
+    assert [e.path for e in validate(quick)] == ["model.config.width", "model.config"]
+    quick, _ = load_recipe_dict("quickstart", ["model.config.width=65536", "model.config.layers=48"])
     assert [str(e) for e in validate(quick)] == ["model.config: asks for about 2.5e+12 parameters; at most 5e+09"]
     errors = _errors(["data.batch_size=4096", "data.frames=64", "data.size=1024"])
     assert errors == ["data.batch_size: one step's clips would take 3072 GiB (batch_size/accumulate × frames × 3 × size² × 4 bytes); at most 64 GiB"]

@@ -23,7 +23,7 @@ def epoch_losses(folder: Path) -> list[float]:
 
 def test_the_quickstart_trains_from_a_frame_store_as_from_its_videos(tmp_path):
     result = compare(tmp_path, REDUCED, console=Console(quiet=True))
-    assert set(result["videos"]) == set(result["frame_store"]) == {"m2clip"}
+    assert set(result["videos"]) == set(result["frame_store"]) == {"m2clip", "seconds"}
     videos, store = epoch_losses(tmp_path / "videos" / "m2clip"), epoch_losses(tmp_path / "frame_store" / "m2clip")
     assert len(videos) == len(store) == 2
     for a, b in zip(videos, store):

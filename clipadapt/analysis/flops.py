@@ -427,10 +427,14 @@ def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int)
         if decoder is not None and len(getattr(decoder, "heads", ())):
             from clipadapt.heads.base import HeadInputs
 
-            classes = None
-            if decoder.needs_class_embeddings:
-                classes = torch.nn.functional.normalize(video.new_ones(model.num_classes, features.video.shape[-1]), dim=-1)
-            outputs += list(decoder(HeadInputs(features, classes, None, model)).logits.values())
+            needs = decoder.needs
+            # class-prompt embeddings are computed once per class set, not per view: stand-ins by shape
+            classes = (torch.nn.functional.normalize(video.new_ones(model.num_classes, features.video.shape[-1]), dim=-1)
+                       if "class_embeddings" in needs else None)
+            scale = model.logit_scale() if "logit_scale" in needs else None
+            inputs = HeadInputs(video=features.video, frames=features.frames, cls=features.cls,
+                                class_embeddings=classes, logit_scale=scale)
+            outputs += list(decoder(inputs).logits.values())
         return tuple(outputs)
     _, clip = find_clip(model)
     encode = detect(clip).visual(clip).encode
