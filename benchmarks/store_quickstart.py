@@ -47,6 +47,7 @@ def compare(out_dir: str | Path, overrides: list[str] = (), quality: int = 90, c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/store_quickstart")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the frame store")
     parser.add_argument("--json", default=None, help="result file (default benchmarks/results/store_quickstart.json)")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. schedule.epochs=2")
     args = parser.parse_args()
@@ -54,11 +55,11 @@ def main() -> None:
     from rich.table import Table
 
     console = Console()
-    result = compare(args.out, args.overrides, console=console)
+    result = compare(args.out, args.overrides, quality=args.quality, console=console)
     table = Table(title="quickstart test accuracy: from the videos vs from their frame store")
     for column in ("variant", "videos top-1", "frame store top-1", "videos top-5", "frame store top-5"):
         table.add_column(column)
-    for variant in result["videos"]:
+    for variant in (name for name, scores in result["videos"].items() if isinstance(scores, dict)):  # not "seconds"
         a, b = result["videos"][variant], result["frame_store"][variant]
         table.add_row(variant, f"{100 * a['top1']:.1f}%", f"{100 * b['top1']:.1f}%", f"{100 * a['top5']:.1f}%", f"{100 * b['top5']:.1f}%")
     console.print(table)

@@ -355,9 +355,11 @@ def _write_state(path: Path, recipe_text: str) -> Path:
 
 def test_a_stored_recipe_asking_for_an_absurd_model_is_refused_before_building(tmp_path):
     path = _trained_checkpoint(tmp_path)
-    absurd = "model: {family: open_clip, config: {embed_dim: 64, vision_cfg: {width: 1048576, layers: 4}}}\nheads: []\n"
-    with pytest.raises(ValueError, match=r"model\.config asks for about \d+ parameters; accepted: at most 5000000000"):
-        load_checkpoint(_write_state(path, absurd))
+    for config in ("{embed_dim: 64, width: 1048576, layers: 4}",  # the family-neutral sizes
+                   "{embed_dim: 64, vision_cfg: {width: 1048576, layers: 4}}"):  # open_clip's own form
+        absurd = f"model: {{family: open_clip, config: {config}}}\nheads: []\n"
+        with pytest.raises(ValueError, match=r"model\.config asks for about \d+ parameters; accepted: at most 5000000000"):
+            load_checkpoint(_write_state(path, absurd))
 
 
 def test_a_stored_recipe_with_a_yaml_tag_gets_one_line(tmp_path):

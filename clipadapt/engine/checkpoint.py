@@ -35,6 +35,7 @@ import torch
 import yaml
 
 from clipadapt.digest import payload_sha256, tensor_digests
+from clipadapt.recipe_checks import estimate_parameters
 
 __all__ = [
     "CheckpointMismatchError", "CorruptCheckpointError", "NonFiniteStateError", "OutputDirLockedError",
@@ -398,29 +399,10 @@ def _count(value) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _estimated_parameters(config: dict) -> int:
-    """Parameters an ``open_clip.CLIP(**config)`` would allocate (transformer blocks, embeddings)."""
-    total = 0
-    for key in ("vision_cfg", "text_cfg"):
-        tower = config.get(key) or {}
-        if not isinstance(tower, dict):
-            continue
-        width, layers = _count(tower.get("width", 768)), _count(tower.get("layers", 12))
-        mlp = tower.get("mlp_ratio", 4.0)
-        mlp = mlp if isinstance(mlp, (int, float)) and not isinstance(mlp, bool) else 4.0
-        total += int(layers * (4 + 2 * mlp) * width * width)
-        if key == "vision_cfg":
-            size, patch = _count(tower.get("image_size", 224)), max(1, _count(tower.get("patch_size", 16)))
-            total += (size // patch) ** 2 * width + 3 * patch * patch * width
-        else:
-            total += (_count(tower.get("vocab_size", 49408)) + _count(tower.get("context_length", 77))) * width
-    return total + _count(config.get("embed_dim", 512)) ** 2
-
-
 def check_recipe_shapes(recipe: dict, source: str) -> None:
     """Refuse a stored recipe that asks for absurd shapes, before anything is allocated.
 
-    Bounds: an ``open_clip`` ``model.config`` of at most 5e9 parameters; integer options of
+    Bounds: a ``model.config`` (the family-neutral sizes or open_clip's form) of at most 5e9 parameters; integer options of
     adapters and heads, ``data.frames`` and ``data.size`` at most 65536.
 
     Example:
@@ -433,7 +415,7 @@ def check_recipe_shapes(recipe: dict, source: str) -> None:
         raise ValueError(f"{source}: the stored recipe is not a mapping (got {type(recipe).__name__})")
     config = (recipe.get("model") or {}).get("config")
     if isinstance(config, dict):
-        count = _estimated_parameters(config)
+        count = int(estimate_parameters(config))  # the same estimate as recipe validation, any family's form
         if count > MAX_MODEL_PARAMETERS:
             raise ValueError(f"{source}: model.config asks for about {count} parameters; accepted: at most {MAX_MODEL_PARAMETERS}")
     for section in ("adapters", "heads"):
