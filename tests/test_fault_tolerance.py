@@ -170,7 +170,7 @@ def test_a_checkpoint_trained_on_other_frozen_weights_is_refused_saying_what_dif
                            step=1, best=None, recipe=recipe.to_dict(), extra={"classnames": ["a", "b"]})
     assert "frozen" not in load_checkpoint(path)["identity"]  # named weights: only their digests are stored
     load_trained(path)  # the same weights file: accepted
-    state = torch.load(clip_file)
+    state = torch.load(clip_file, weights_only=True)
     state["visual.conv1.weight"] = state["visual.conv1.weight"] + 1
     torch.save(state, clip_file)
     with pytest.raises(CheckpointMismatchError, match=r"1 of \d+ frozen tensors differ \(clip\.visual\.conv1\.weight\)"):
@@ -394,7 +394,7 @@ def test_a_full_disk_while_checkpointing_names_the_file_and_keeps_the_old_one(tm
     with pytest.raises(OSError, match=rf"cannot write {path}: No space left on device; the previous last.pt is kept") as raised:
         atomic_save({"step": 2}, path)
     monkeypatch.undo()
-    assert torch.load(path)["step"] == 1 and not list(tmp_path.glob(".*.tmp"))
+    assert torch.load(path, weights_only=True)["step"] == 1 and not list(tmp_path.glob(".*.tmp"))
     result = _invoke(raised.value)
     assert result.exit_code == 1 and result.output.count("\n") == 1 and str(path) in result.output
 
