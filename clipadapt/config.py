@@ -112,7 +112,7 @@ class Section(BaseModel):
 class ModelCfg(Section):
     """Which CLIP to build: ``family`` / ``arch`` / ``weights`` (or a ``config`` dict for a tiny one)."""
 
-    family: Literal["open_clip", "openai_clip", "hf", "timm"] = "open_clip"
+    family: str = Field("open_clip", description="a registered model family: open_clip, openai_clip, hf, timm, or one a plugin registers (clipadapt ls backbones)")
     arch: str = Field("ViT-B-16", description="the family's architecture name (open_clip config name, ...)")
     weights: str | None = Field("openai", description="null (random), a pretrained tag, or a local weights file")
     config: dict[str, Any] | None = Field(None, description="a tiny or custom model's configuration (arch ignored)")

@@ -255,8 +255,10 @@ def _resolve_sites(cls: type, name: str, site: str | Sequence[str] | None) -> li
 
 
 def adapter_options(adapter_cls: type) -> set[str] | None:
-    """The options (keyword arguments) a registered adapter class accepts; ``None`` when its
-    constructor takes ``**kwargs`` and so cannot say.
+    """The options (keyword arguments) a registered adapter class accepts: those its classmethod
+    ``accepted_options()`` declares, else those of its ``build`` (or ``__init__``) without the
+    arguments `inject` passes itself; ``None`` when it takes ``**kwargs`` and so cannot say.
+    `inject` and recipe validation both ask here.
 
     Example:
         >>> sorted(adapter_options(clipadapt.ADAPTERS.get("bottleneck")))
@@ -264,6 +266,10 @@ def adapter_options(adapter_cls: type) -> set[str] | None:
     """
     import inspect
 
+    declared = getattr(adapter_cls, "accepted_options", None)
+    if callable(declared):
+        accepted = declared()
+        return None if accepted is None else set(accepted)
     build = getattr(adapter_cls, "build", None)
     custom = build is not None and getattr(build, "__func__", None) is not Adapter.build.__func__
     parameters = inspect.signature(build if custom else adapter_cls.__init__).parameters.values()

@@ -157,10 +157,10 @@ def registries() -> dict:
 
     return {"adapters": clipadapt.ADAPTERS, "heads": clipadapt.HEADS, "datasets": registry.DATASETS,
             "poolings": registry.POOLINGS, "transforms": registry.TRANSFORMS, "optimizers": registry.OPTIMIZERS,
-            "precisions": registry.PRECISIONS}
+            "precisions": registry.PRECISIONS, "backbones": registry.BACKBONES}
 
 
-NAMED_FIELDS = (("video.pooling", "poolings"), ("data.dataset", "datasets"), ("data.train_aug", "transforms"),
+NAMED_FIELDS = (("model.family", "backbones"), ("video.pooling", "poolings"), ("data.dataset", "datasets"), ("data.train_aug", "transforms"),
                 ("optim.name", "optimizers"), ("precision", "precisions"))
 
 
@@ -182,20 +182,17 @@ def _check_kwargs(options: dict, accepted: set[str] | None, path: str, what: str
 
 
 def component_options(cls, kind: str) -> set[str] | None:
-    """The option names a registered adapter or head accepts (None: any). A class may declare them
-    with a classmethod ``accepted_options()``; otherwise its ``build`` (adapters) or ``__init__``
-    signature says, without the arguments the library passes itself."""
+    """The option names a registered adapter or head accepts (None: any): for an adapter,
+    `clipadapt.inject.adapter_options`; for a head, its classmethod ``accepted_options()`` or
+    else its ``__init__`` signature without the model the decoder passes itself."""
+    if kind == "adapters":
+        from clipadapt.inject import adapter_options
+
+        return adapter_options(cls)
     declared = getattr(cls, "accepted_options", None)
     if callable(declared):
         accepted = declared()
         return None if accepted is None else set(accepted)
-    if kind == "adapters":
-        from clipadapt.inject import Adapter
-
-        build = getattr(cls, "build", None)
-        own_build = build is not None and getattr(build, "__func__", None) is not Adapter.build.__func__
-        accepted = _accepted_kwargs(build if own_build else cls.__init__)
-        return None if accepted is None else accepted - {"self", "dim", "site", "tower", "layer"}
     accepted = _accepted_kwargs(cls.__init__)
     return None if accepted is None else accepted - {"self", "model"}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, get_tower, has, load_state_file
@@ -28,6 +29,25 @@ def timm_block(block: nn.Module) -> Block:
         attend=attn.forward,  # forward: skip hooks placed on attn
         projections=((attn.qkv, "weight", ("q", "k", "v")), (attn.proj, "weight", ("o",))) if fused else (),
     )
+
+
+def clip_like_init(model: nn.Module) -> nn.Module:
+    """Give a random-weight ``VisionTransformer`` the random weights a random-weight CLIP's visual
+    tower has (PyTorch's default ``Linear`` init; class token, position embeddings and output
+    projection of std ``width ** -0.5``) instead of timm's from-scratch init (std 0.02, class
+    token ~1e-6), under which a frozen tiny ViT's class token hardly depends on the image."""
+    scale = model.embed_dim ** -0.5
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+    with torch.no_grad():
+        for parameter in (model.cls_token, model.pos_embed):
+            if parameter is not None:
+                parameter.normal_(0.0, scale)
+        if isinstance(model.head, nn.Linear):
+            model.head.weight.normal_(0.0, scale)
+            model.head.bias.zero_()
+    return model
 
 
 @register_backbone("timm")
@@ -83,7 +103,7 @@ class TimmViTSpec(BackboneSpec):
             model = VisionTransformer(img_size=tiny.image_size, patch_size=tiny.patch_size, embed_dim=tiny.width,
                                       depth=tiny.layers, num_heads=tiny.heads, mlp_ratio=tiny.mlp_ratio,
                                       num_classes=tiny.embed_dim, pre_norm=True, global_pool="token")
-            return load_state_file(model, weights) if weights else model
+            return load_state_file(model, weights) if weights else clip_like_init(model)
         if not arch or not timm.is_model(arch.split(".")[0]):
             raise ValueError(f"model.arch {arch!r} is not a timm model name (e.g. vit_base_patch16_clip_224.openai)")
         if weights not in (None, "pretrained") and not Path(weights).is_file():

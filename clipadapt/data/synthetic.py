@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["generate", "SyntheticData", "class_names", "render_video", "MOTION_PAIRS", "SHAPES"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MOTION_PAIRS = (
     ("moving left", "moving right"),
     ("moving up", "moving down"),
@@ -142,9 +142,14 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
     with av.open(str(temporary), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        # The same arguments give the same file: x264 runs on one thread, without the macroblock
+        # tree and its lookahead (with them, the bitstream, and so the pixels, varied between runs).
+        stream.codec_context.thread_count, stream.codec_context.thread_type = 1, "NONE"
+        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0:rc-lookahead=0:b-adapt=0"}
+        for index, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = index
+            container.mux(stream.encode(picture))
         container.mux(stream.encode())
     os.replace(temporary, path)
 
