@@ -3,9 +3,10 @@
 Generates the quickstart's synthetic videos once, runs ``clipadapt run quickstart`` on them,
 writes their frame stores with ``clipadapt prepare`` (frames keep their 32×32 size, JPEG
 quality 90) and runs the quickstart again on the stores (``data.dataset=list``), then prints
-both test accuracies of both variants side by side.
+both test accuracies of both variants side by side; with several ``--seeds``, once per training
+seed on the same videos, and their means.
 
-    python benchmarks/store_quickstart.py [--out runs/store_quickstart] [key=value ...]
+    python benchmarks/store_quickstart.py [--out runs/store_quickstart] [--seeds 0 1 2] [key=value ...]
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/store_quickstart")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the frame store")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="training seeds (recipe key `seed`: random weights, adapters, order); the videos stay the same")
     parser.add_argument("--json", default=None, help="result file (default benchmarks/results/store_quickstart.json)")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. schedule.epochs=2")
     args = parser.parse_args()
@@ -55,17 +58,24 @@ def main() -> None:
     from rich.table import Table
 
     console = Console()
-    result = compare(args.out, args.overrides, quality=args.quality, console=console)
-    table = Table(title="quickstart test accuracy: from the videos vs from their frame store")
-    for column in ("variant", "videos top-1", "frame store top-1", "videos top-5", "frame store top-5"):
+    runs = []
+    for seed in args.seeds:
+        out = Path(args.out) / f"seed{seed}" if len(args.seeds) > 1 else Path(args.out)
+        runs.append({"seed": seed, **compare(out, [*args.overrides, f"seed={seed}"], quality=args.quality, console=console)})
+    variants = [name for name, scores in runs[0]["videos"].items() if isinstance(scores, dict)]  # not "seconds"
+    mean = {source: {variant: sum(run[source][variant]["top1"] for run in runs) / len(runs) for variant in variants}
+            for source in ("videos", "frame_store")}
+    table = Table(title=f"quickstart test top-1: from the videos vs from their frame store (JPEG quality {args.quality})")
+    for column in ("seed", *(f"{variant} {source}" for variant in variants for source in ("videos", "store"))):
         table.add_column(column)
-    for variant in (name for name, scores in result["videos"].items() if isinstance(scores, dict)):  # not "seconds"
-        a, b = result["videos"][variant], result["frame_store"][variant]
-        table.add_row(variant, f"{100 * a['top1']:.1f}%", f"{100 * b['top1']:.1f}%", f"{100 * a['top5']:.1f}%", f"{100 * b['top5']:.1f}%")
+    for run in [*runs, {"seed": "mean", **{source: {v: {"top1": mean[source][v]} for v in variants} for source in mean}}]:
+        table.add_row(str(run["seed"]), *(f"{100 * run[source][variant]['top1']:.1f}%"
+                                          for variant in variants for source in ("videos", "frame_store")))
     console.print(table)
-    path = write_json("store_quickstart", {**result, "overrides": args.overrides}, args.json)
+    result = {"runs": runs, "mean_top1": mean, "quality": args.quality, "overrides": args.overrides}
+    path = write_json("store_quickstart", result, args.json)
     console.print(f"wrote {path}")
-    print(json.dumps({"videos": result["videos"], "frame_store": result["frame_store"]}))
+    print(json.dumps({"mean_top1": mean}))
 
 
 if __name__ == "__main__":

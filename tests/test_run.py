@@ -163,11 +163,12 @@ def test_ddp_on_two_cpu_processes_gives_the_m2clip_losses_of_one_process(tmp_pat
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
 
 
-def test_the_full_quickstart_temporal_model_beats_the_frame_average_by_15_points(tmp_path):
+@pytest.mark.parametrize("recipe, temporal", [("quickstart", "m2clip"), ("quickstart_timm", "ted")])
+def test_the_full_quickstart_temporal_model_beats_the_frame_average_by_15_points(recipe, temporal, tmp_path):
     from clipadapt.engine.run import run
 
-    summary = run("quickstart", [f"output_dir={tmp_path}"])
-    assert summary["m2clip"]["top1"] - summary["frame_mean_baseline"]["top1"] >= 0.15, summary
+    summary = run(recipe, [f"output_dir={tmp_path}"])
+    assert summary[temporal]["top1"] - summary["frame_mean_baseline"]["top1"] >= 0.15, summary
 
 
 def test_a_file_that_is_not_a_checkpoint_gets_one_line(tmp_path):
