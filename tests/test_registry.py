@@ -98,3 +98,33 @@ def test_a_plugin_file_adds_a_dataset_pooling_transform_and_optimizer(tmp_path):
     assert isinstance(build_optimizer(model, recipe.optim), torch.optim.SGD)
     errors = validate({**recipe.to_dict(), "plugins": [], "data": {**recipe.to_dict()["data"], "dataset": "one_foldr"}})
     assert [(e.path, "Did you mean 'one_folder'?" in e.message) for e in errors] == [("data.dataset", True)]
+
+
+FAMILY_PLUGIN = '''
+import clipadapt
+from clipadapt.backbones.open_clip import OpenCLIPSpec
+
+
+@clipadapt.register_backbone("plugin_clip")
+class PluginClip(OpenCLIPSpec):
+    """open_clip's models under another family name (built by the plugin, never detected)."""
+
+    family = "plugin_clip"
+
+    @classmethod
+    def matches(cls, model):
+        return False
+'''
+
+
+def test_a_plugin_family_is_a_valid_model_family_and_a_misspelt_one_is_named(tmp_path):
+    from clipadapt.config import RecipeError, load_recipe
+    from clipadapt.models import build_clip
+
+    (tmp_path / "plugin_family.py").write_text(FAMILY_PLUGIN)
+    plugin = f"plugins=[{tmp_path / 'plugin_family.py'}]"
+    recipe = load_recipe("quickstart", [plugin, "model.family=plugin_clip"])
+    assert recipe.model.family == "plugin_clip"
+    assert clipadapt.describe(build_clip(recipe.model.model_dump()))["family"] == "open_clip"
+    with pytest.raises(RecipeError, match=r"model\.family: unknown backbone 'plugin_clp'.*Did you mean 'plugin_clip'"):
+        load_recipe("quickstart", [plugin, "model.family=plugin_clp"])
