@@ -245,10 +245,36 @@ def check_names(cfg: dict, plugins_skipped: bool, errors: list[Error], skipped: 
         value = value_at(cfg, path.split("."))
         if isinstance(value, str) and value not in known[kind]:
             unknown(path, kind, value)
+    check_text_tower(cfg, known, errors)
     fuse_heads = value_at(cfg, ["eval", "fuse_heads"])
     for i, name in enumerate(fuse_heads if isinstance(fuse_heads, list) else []):
         if isinstance(name, str) and name not in known["heads"]:
             unknown(f"eval.fuse_heads.{i}", "heads", name)
+
+
+def check_text_tower(cfg: dict, known: dict, errors: list[Error]) -> None:
+    """On a family without a text tower (timm), text adapters and heads that need text are errors."""
+    from clipadapt.backbones.base import BackboneSpec
+    from clipadapt.heads.base import TEXT_NEEDS
+
+    family = value_at(cfg, ["model", "family"])
+    if not isinstance(family, str) or family not in known["backbones"]:
+        return
+    spec = known["backbones"].get(family)
+    if getattr(spec.text, "__func__", None) is not BackboneSpec.text.__func__:
+        return
+    visual_heads = ", ".join(name for name, head in known["heads"].items() if not set(getattr(head, "needs", ())) & TEXT_NEEDS)
+    for section in ("adapters", "heads"):
+        entries = cfg.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if section == "adapters" and entry.get("tower") == "text":
+                errors.append(Error(f"adapters.{i}.tower", f"model.family {family!r} has no text tower; accepted: visual"))
+            elif section == "heads" and isinstance(name, str) and name in known["heads"]:
+                needs = set(getattr(known["heads"].get(name), "needs", ())) & TEXT_NEEDS
+                if needs:
+                    errors.append(Error(f"heads.{i}.name", f"head {name!r} needs the text tower ({', '.join(sorted(needs))}), "
+                                                           f"which model.family {family!r} lacks; heads without text: {visual_heads}"))
 
 
 def dataset_source(cfg_or_recipe: Any):

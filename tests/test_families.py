@@ -191,3 +191,15 @@ def test_a_missing_optional_family_is_one_line_naming_the_extra(monkeypatch):
 def test_the_tiny_config_names_an_unknown_key_and_its_neighbours():
     with pytest.raises(ValueError, match="model.config.widht: unknown key; did you mean 'width'"):
         TinyConfig.from_dict({"widht": 64})
+
+
+def test_validate_refuses_text_adapters_and_text_heads_on_a_family_without_a_text_tower():
+    from clipadapt.config import load_recipe_dict, validate
+
+    data, _ = load_recipe_dict("quickstart")
+    data["model"]["family"] = "timm"
+    errors = validate(data)
+    assert sorted(e.path for e in errors) == ["adapters.1.tower", "heads.0.name", "heads.1.name", "heads.2.name"]
+    assert all("'timm'" in e.message and ("accepted: visual" in e.message or "heads without text: vc" in e.message) for e in errors)
+    visual_only, _ = load_recipe_dict("quickstart_timm")
+    assert validate(visual_only) == []

@@ -35,6 +35,9 @@ import torch.nn as nn
 NEEDS = ("video", "frames", "cls", "class_embeddings", "logit_scale", "labels", "label_prompts", "sample_ids")
 """What a head may declare in ``needs``."""
 
+TEXT_NEEDS = frozenset({"class_embeddings", "logit_scale", "label_prompts"})
+"""The `NEEDS` only a model with a text tower gives."""
+
 
 class TextService(Protocol):
     """The text tower as a head that encodes prompts itself (CMLM) uses it.
