@@ -65,12 +65,12 @@ def main() -> None:
     variants = [name for name, scores in runs[0]["videos"].items() if isinstance(scores, dict)]  # not "seconds"
     mean = {source: {variant: sum(run[source][variant]["top1"] for run in runs) / len(runs) for variant in variants}
             for source in ("videos", "frame_store")}
-    table = Table(title=f"quickstart test top-1: from the videos vs from their frame store (JPEG quality {args.quality})")
-    for column in ("seed", *(f"{variant} {source}" for variant in variants for source in ("videos", "store"))):
+    table = Table(title=f"quickstart test top-1 from the videos and from their frame store (JPEG quality {args.quality})")
+    for column in ("seed", "variant", "videos", "frame store"):
         table.add_column(column)
     for run in [*runs, {"seed": "mean", **{source: {v: {"top1": mean[source][v]} for v in variants} for source in mean}}]:
-        table.add_row(str(run["seed"]), *(f"{100 * run[source][variant]['top1']:.1f}%"
-                                          for variant in variants for source in ("videos", "frame_store")))
+        for variant in variants:
+            table.add_row(str(run["seed"]), variant, *(f"{100 * run[source][variant]['top1']:.1f}%" for source in ("videos", "frame_store")))
     console.print(table)
     result = {"runs": runs, "mean_top1": mean, "quality": args.quality, "overrides": args.overrides}
     path = write_json("store_quickstart", result, args.json)
