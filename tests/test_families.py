@@ -200,6 +200,8 @@ def test_validate_refuses_text_adapters_and_text_heads_on_a_family_without_a_tex
     data["model"]["family"] = "timm"
     errors = validate(data)
     assert sorted(e.path for e in errors) == ["adapters.1.tower", "heads.0.name", "heads.1.name", "heads.2.name"]
-    assert all("'timm'" in e.message and ("accepted: visual" in e.message or "heads without text: vc" in e.message) for e in errors)
+    for error in errors:  # other tests may have registered more heads
+        assert "'timm'" in error.message
+        assert "accepted: visual" in error.message or "vc" in error.message.partition("heads without text: ")[2]
     visual_only, _ = load_recipe_dict("quickstart_timm")
     assert validate(visual_only) == []
