@@ -10,6 +10,10 @@ sha256 of every frozen tensor (for a random ``weights: null`` backbone the froze
 themselves), so a loader rebuilds exactly the trained model or says what differs. A sha256 of
 the whole payload is checked on every load, and only finite states are written.
 
+Atomic writes (`clipadapt.engine.atomic`), random state (`clipadapt.engine.seeding`) and the
+output folder lock (`clipadapt.engine.run_lock`) have modules of their own; their names are
+importable from here too.
+
 Example:
     >>> from clipadapt.engine.checkpoint import find_resume
     >>> find_resume("/tmp/no-such-run") is None
@@ -18,23 +22,18 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
-import random
-import socket
-import tempfile
-import time
-import warnings
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
 from clipadapt.digest import payload_sha256, tensor_digests
+from clipadapt.engine.atomic import atomic_save, remove_orphan_tmp_files
+from clipadapt.engine.run_lock import OutputDirLockedError, output_dir_lock
+from clipadapt.engine.seeding import get_rng_state, seed_everything, set_rng_state
 from clipadapt.recipe_checks import estimate_parameters
 
 __all__ = [
@@ -56,7 +55,6 @@ MAX_OPTION_INT = 1 << 16  # adapter/head widths, ranks, layer counts in a stored
 SHAPING_KEYS = ("model", "adapters", "video", "heads", "optim", "schedule", "seed", "precision",
                 "data.batch_size", "data.accumulate")
 FREE_KEYS = ("schedule.epochs", "schedule.checkpoint_every", "model.grad_checkpointing")
-LOCK_NAME = ".clipadapt.lock"
 
 
 class CheckpointMismatchError(ValueError):
@@ -69,10 +67,6 @@ class CorruptCheckpointError(ValueError):
 
 class NonFiniteStateError(RuntimeError):
     """The weights or optimiser state hold NaN or inf; nothing was written."""
-
-
-class OutputDirLockedError(RuntimeError):
-    """Another live run holds the output folder."""
 
 
 def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
@@ -94,75 +88,6 @@ def find_resume(output_dir: str | os.PathLike) -> Path | None:
     """
     last = checkpoint_dir(output_dir) / "last.pt"
     return last if last.is_file() else None
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # platforms without directory handles (Windows) cannot fsync a folder
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside `path`, flush, fsync, rename over `path`, fsync
-    the folder: a crash at any moment leaves either the old file or the new one, never a torn one.
-    The file gets the permissions ``open`` would give (0666 less the umask). A failed write (a
-    full disk) raises ``OSError`` naming `path`, and the old file stays.
-
-    Example:
-        >>> atomic_save({"step": 3}, "/tmp/clipadapt-doc/state.pt").name
-        'state.pt'
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    except OSError as error:
-        raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with handle:
-            os.chmod(handle.name, 0o666 & ~_umask())
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException as error:
-        Path(handle.name).unlink(missing_ok=True)
-        if isinstance(error, OSError) or (isinstance(error, RuntimeError) and "write" in str(error).lower()):
-            errno = getattr(error, "errno", None)
-            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
-            raise OSError(errno, f"cannot write {path}: {reason}; the previous {path.name} is kept") from None
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def remove_orphan_tmp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the ``.<name>.*.tmp`` files a killed :func:`atomic_save` left in `folder`.
-
-    Call it only while holding :func:`output_dir_lock` (no live writer in the folder).
-
-    Example:
-        >>> remove_orphan_tmp_files("/tmp/no-such-folder")
-        []
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    orphans = [p for p in folder.glob(".*.tmp") if p.is_file()]
-    for orphan in orphans:
-        orphan.unlink(missing_ok=True)
-    return orphans
 
 
 # -- what identifies a model -------------------------------------------------------------------
@@ -216,55 +141,6 @@ def _check_finite(state: dict) -> None:
                 if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
     if bad:
         raise NonFiniteStateError(f"{len(bad)} tensor(s) hold NaN or inf ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
-
-
-def get_rng_state() -> dict:
-    """Python, NumPy, torch (and CUDA) RNG states as tensors and numbers (``weights_only``-safe).
-
-    Example:
-        >>> state = get_rng_state(); a = torch.rand(1); set_rng_state(state)
-        >>> bool(torch.rand(1) == a)
-        True
-    """
-    version, python_state, gauss = random.getstate()
-    _, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
-    state = {
-        "python": torch.tensor(python_state, dtype=torch.int64),
-        "python_version": version,
-        "python_gauss": gauss,
-        "numpy": torch.from_numpy(numpy_keys.astype(np.int64)),
-        "numpy_pos": int(numpy_pos),
-        "numpy_has_gauss": int(numpy_has_gauss),
-        "numpy_gauss": float(numpy_gauss),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`get_rng_state` returned."""
-    random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()), state["python_gauss"]))
-    np.random.set_state(
-        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"])
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices).
-
-    Example:
-        >>> seed_everything(0); a = torch.rand(1); seed_everything(0)
-        >>> bool(torch.rand(1) == a)
-        True
-    """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def model_identity(recipe: dict) -> dict:
@@ -563,93 +439,3 @@ def _apply_hyperparameters(optimizer, scheduler, fresh: list[dict]) -> None:
         for group, lr in zip(optimizer.param_groups, expected):
             group["lr"] = lr
         scheduler._last_lr = expected
-
-
-# -- the output folder lock --------------------------------------------------------------------
-
-_HELD: set[Path] = set()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def _acquire(folder: Path) -> bool:
-    """Take ``folder/.clipadapt.lock``; False when this process holds it already."""
-    lock = folder / LOCK_NAME
-    if lock.resolve() in _HELD:
-        return False
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"output_dir {folder} is a file, not a folder; choose another output_dir")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(error.errno, f"cannot create output_dir {folder}: {error.strerror or error}") from None
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text())
-                pid, host = int(holder["pid"]), str(holder["host"])
-            except (OSError, ValueError, KeyError, TypeError):
-                holder = None
-            if holder is None or (host == me["host"] and not _alive(pid)):
-                what = "unreadable" if holder is None else f"left by pid {pid}, which no longer runs"
-                warnings.warn(f"removing the stale lock {lock} ({what})", stacklevel=3)
-                lock.unlink(missing_ok=True)
-                continue
-            where = "" if host == me["host"] else " (another host: if that run is gone, delete the lock file)"
-            raise OutputDirLockedError(f"output_dir {folder} is in use by pid {pid} on {host} since {holder.get('started')}"
-                                       f"{where}; lock file {lock}; wait for that run or choose another output_dir")
-        with os.fdopen(fd, "w") as file:
-            json.dump(me, file)
-        _HELD.add(lock.resolve())
-        return True
-    raise OutputDirLockedError(f"could not take the lock {lock}: other runs keep taking it")
-
-
-def _release(folder: Path) -> None:
-    lock = (folder / LOCK_NAME).resolve()
-    _HELD.discard(lock)
-    lock.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def output_dir_lock(output_dir: str | os.PathLike):
-    """Hold ``output_dir/.clipadapt.lock`` (pid and host) for the block; a second run into the folder
-    is refused with :class:`OutputDirLockedError`, a lock whose process is gone (same host) is
-    removed with a warning. Re-entrant within a process. Under ``torchrun`` rank 0 takes it and
-    every rank raises if it could not.
-
-    Example:
-        >>> with output_dir_lock("/tmp/clipadapt-doc-lock"):
-        ...     pass
-    """
-    from . import distributed
-
-    folder = Path(output_dir)
-    taken, failure = False, None
-    if distributed.is_main():
-        try:
-            taken = _acquire(folder)
-        except (OSError, OutputDirLockedError) as error:
-            failure = error
-    if distributed.is_distributed():
-        messages = distributed.all_gather_object(None if failure is None else str(failure))
-        if failure is None and messages[0] is not None:
-            raise OutputDirLockedError(messages[0])
-    if failure is not None:
-        raise failure
-    try:
-        yield
-    finally:
-        if taken:
-            _release(folder)

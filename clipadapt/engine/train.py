@@ -279,7 +279,7 @@ class Trainer:
         """Train to ``schedule.epochs`` (resuming as ``recipe.resume`` says) and return a summary:
         ``{"step", "epochs", "best", "best_metric", "eval": last metrics, "history": epoch records}``.
 
-        The output folder is locked for the run (:func:`~clipadapt.engine.checkpoint.output_dir_lock`);
+        The output folder is locked for the run (:func:`~clipadapt.engine.run_lock.output_dir_lock`);
         temporary files a killed run left there are removed first. Ctrl-C stops at the next
         optimiser step, saves ``last.pt`` and raises :class:`TrainingInterrupted`.
         """
