@@ -19,13 +19,10 @@ from .datasets import (
     VideoDataset,
     kinetics400_classes,
     prompt_name,
-    read_hmdb51,
-    read_kinetics400,
     read_label_map,
     read_list_file,
-    read_ssv2,
-    read_ucf101,
 )
+from .layouts import read_hmdb51, read_kinetics400, read_ssv2, read_ucf101
 from .frame_store import FrameStoreReader, set_decode_device
 from .loader import EpochSampler, VideoLoader, build_loader
 from .prepare import PrepareSummary, prepare

@@ -15,12 +15,9 @@ from clipadapt.data.datasets import (
     Annotations,
     VideoDataset,
     prompt_name,
-    read_hmdb51,
-    read_kinetics400,
     read_label_map,
-    read_ssv2,
-    read_ucf101,
 )
+from clipadapt.data.layouts import read_hmdb51, read_kinetics400, read_ssv2, read_ucf101
 from clipadapt.data.synthetic import generate
 from clipadapt.data.transforms import train_transform
 from clipadapt.registry import DATASETS, TRANSFORMS, register_dataset, register_transform
