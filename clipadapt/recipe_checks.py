@@ -264,17 +264,19 @@ def check_text_tower(cfg: dict, known: dict, errors: list[Error]) -> None:
     if getattr(spec.text, "__func__", None) is not BackboneSpec.text.__func__:
         return
     visual_heads = ", ".join(name for name, head in known["heads"].items() if not set(getattr(head, "needs", ())) & TEXT_NEEDS)
-    for section in ("adapters", "heads"):
-        entries = cfg.get(section)
-        for i, entry in enumerate(entries if isinstance(entries, list) else []):
-            name = entry.get("name") if isinstance(entry, dict) else None
-            if section == "adapters" and entry.get("tower") == "text":
-                errors.append(Error(f"adapters.{i}.tower", f"model.family {family!r} has no text tower; accepted: visual"))
-            elif section == "heads" and isinstance(name, str) and name in known["heads"]:
-                needs = set(getattr(known["heads"].get(name), "needs", ())) & TEXT_NEEDS
-                if needs:
-                    errors.append(Error(f"heads.{i}.name", f"head {name!r} needs the text tower ({', '.join(sorted(needs))}), "
-                                                           f"which model.family {family!r} lacks; heads without text: {visual_heads}"))
+    def entries(section: str):
+        listed = cfg.get(section)
+        return [(i, e) for i, e in enumerate(listed if isinstance(listed, list) else []) if isinstance(e, dict)]
+
+    for i, entry in entries("adapters"):
+        if entry.get("tower") == "text":
+            errors.append(Error(f"adapters.{i}.tower", f"model.family {family!r} has no text tower; accepted: visual"))
+    for i, entry in entries("heads"):
+        name = entry.get("name")
+        needs = set(getattr(known["heads"].get(name), "needs", ())) & TEXT_NEEDS if isinstance(name, str) and name in known["heads"] else ()
+        if needs:
+            errors.append(Error(f"heads.{i}.name", f"head {name!r} needs the text tower ({', '.join(sorted(needs))}), "
+                                                   f"which model.family {family!r} lacks; heads without text: {visual_heads}"))
 
 
 def dataset_source(cfg_or_recipe: Any):
