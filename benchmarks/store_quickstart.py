@@ -20,9 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402
 
 
-def compare(out_dir: str | Path, overrides: list[str] = (), quality: int = 90, console=None) -> dict:
+def compare(out_dir: str | Path, overrides: list[str] = (), quality: int = 90, console=None,
+            data_dir: str | Path | None = None) -> dict:
     """``{"videos": {variant: {top1, top5}}, "frame_store": {...}}`` of the quickstart trained
-    from its videos and from their frame stores, with the same overrides and seed."""
+    from its videos and from their frame stores, with the same overrides and seed. The videos
+    are generated in `data_dir` (default ``out_dir/data``; an existing identical set is reused)."""
     from rich.console import Console
 
     from clipadapt.config import load_recipe
@@ -32,7 +34,7 @@ def compare(out_dir: str | Path, overrides: list[str] = (), quality: int = 90, c
     console = console or Console()
     out_dir = Path(out_dir)
     recipe = load_recipe("quickstart", list(overrides))
-    data = synthetic.generate(out_dir / "data", **recipe.data.synthetic)
+    data = synthetic.generate(Path(data_dir) if data_dir else out_dir / "data", **recipe.data.synthetic)
     from_videos = run("quickstart", [*overrides, f"data.root={data.root}", f"output_dir={out_dir / 'videos'}"], console=console)
     store = out_dir / "store"
     train = prepare(data.train_list, store, root=data.root, label_map=data.label_file, quality=quality, console=console)
@@ -61,7 +63,8 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}" if len(args.seeds) > 1 else Path(args.out)
-        runs.append({"seed": seed, **compare(out, [*args.overrides, f"seed={seed}"], quality=args.quality, console=console)})
+        runs.append({"seed": seed, **compare(out, [*args.overrides, f"seed={seed}"], quality=args.quality, console=console,
+                                             data_dir=Path(args.out) / "data")})
     variants = [name for name, scores in runs[0]["videos"].items() if isinstance(scores, dict)]  # not "seconds"
     mean = {source: {variant: sum(run[source][variant]["top1"] for run in runs) / len(runs) for variant in variants}
             for source in ("videos", "frame_store")}

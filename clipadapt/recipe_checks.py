@@ -254,14 +254,12 @@ def check_names(cfg: dict, plugins_skipped: bool, errors: list[Error], skipped: 
 
 def check_text_tower(cfg: dict, known: dict, errors: list[Error]) -> None:
     """On a family without a text tower (timm), text adapters and heads that need text are errors."""
-    from clipadapt.backbones.base import BackboneSpec
     from clipadapt.heads.base import TEXT_NEEDS
 
     family = value_at(cfg, ["model", "family"])
     if not isinstance(family, str) or family not in known["backbones"]:
         return
-    spec = known["backbones"].get(family)
-    if getattr(spec.text, "__func__", None) is not BackboneSpec.text.__func__:
+    if known["backbones"].get(family).has_text():
         return
     visual_heads = ", ".join(name for name, head in known["heads"].items() if not set(getattr(head, "needs", ())) & TEXT_NEEDS)
     def entries(section: str):

@@ -205,3 +205,7 @@ def test_validate_refuses_text_adapters_and_text_heads_on_a_family_without_a_tex
         assert "accepted: visual" in error.message or "vc" in error.message.partition("heads without text: ")[2]
     visual_only, _ = load_recipe_dict("quickstart_timm")
     assert validate(visual_only) == []
+
+
+def test_only_the_visual_only_family_says_it_has_no_text_tower():
+    assert [family for family in FAMILIES if not spec_of_family(family).has_text()] == ["timm"]

@@ -125,6 +125,11 @@ class BackboneSpec:
         raise NotImplementedError(f"backbone {cls.family!r} does not say how to encode images (BackboneSpec.visual)")
 
     @classmethod
+    def has_text(cls) -> bool:
+        """Whether the family's models have a text tower (the spec implements `text`)."""
+        return cls.text.__func__ is not BackboneSpec.text.__func__
+
+    @classmethod
     def text(cls, model: nn.Module):
         """The `TextEncoder` of `model`'s text tower (tokens, embeddings, blocks, projection)."""
         raise UnsupportedModelError(f"backbone {cls.family!r} has no text encoder; text heads (contrastive, cmc, cmlm) need one")
