@@ -161,7 +161,7 @@ def _user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from clipadapt.config import RecipeError
+        from clipadapt.recipes import RecipeError
         from clipadapt.engine.train import TrainingInterrupted
 
         debug = os.environ.get("CLIPADAPT_DEBUG") == "1"
@@ -203,7 +203,7 @@ def _first_line(obj) -> str:
 def ls(kind: str = typer.Argument(..., help="adapters | heads | backbones | recipes")) -> None:
     """List registered adapters, heads, backbones or the built-in recipes."""
     if kind == "recipes":
-        from clipadapt.config import builtin_recipes
+        from clipadapt.recipes import builtin_recipes
 
         rows = [(name, recipe_description(path)) for name, path in builtin_recipes().items()]
     else:
@@ -235,7 +235,7 @@ def copy_recipe(
     dest: Path = typer.Argument(..., help="a file to write, or a folder to write NAME.yaml into"),
 ) -> None:
     """Copy a built-in recipe to edit it, then `clipadapt run DEST`."""
-    from clipadapt.config import builtin_recipes
+    from clipadapt.recipes import builtin_recipes
 
     recipes = builtin_recipes()
     if recipe not in recipes:
@@ -321,8 +321,8 @@ def validate(
     no_plugins: bool = typer.Option(False, "--no-plugins", help="do not import the recipe's plugins; what only they could register goes unchecked"),
 ) -> None:
     """Check a recipe (with overrides): print every error with its key path, or "ok" and a summary."""
-    from clipadapt.config import RecipeError, from_dict, load_recipe_dict
-    from clipadapt.config import validate as check
+    from clipadapt.recipes import RecipeError, from_dict, load_recipe_dict
+    from clipadapt.recipes import validate as check
 
     try:
         data, name = load_recipe_dict(recipe, overrides or [])
@@ -374,7 +374,7 @@ def schema(output: Path = typer.Option(None, "--output", "-o", help="write to th
     """Print the JSON Schema of recipe files, for editors (VS Code's YAML extension: `# yaml-language-server: $schema=FILE`)."""
     import json
 
-    from clipadapt.config import recipe_json_schema
+    from clipadapt.recipes import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2)
     if output is None:
@@ -416,7 +416,7 @@ def run(
 
 
 def _load(recipe: str, overrides: list[str] | None):
-    from clipadapt.config import RecipeError, load_recipe
+    from clipadapt.recipes import RecipeError, load_recipe
 
     try:
         return load_recipe(recipe, overrides or [])
@@ -447,7 +447,7 @@ def eval_command(
     """Evaluate a checkpoint on the recipe's test set: multi-view fusion, top-1/top-5 per head and fused."""
     from clipadapt.engine.tasks import evaluate_checkpoint
 
-    from clipadapt.config import require_data
+    from clipadapt.recipes import require_data
 
     loaded = _load(recipe, overrides)
     require_data(loaded, (split,))
@@ -469,7 +469,7 @@ def zeroshot(
     if checkpoint is not None and "=" in checkpoint.name:  # no checkpoint given: that was an override
         overrides, checkpoint = [str(checkpoint), *(overrides or [])], None
     loaded = _load(recipe, overrides)
-    from clipadapt.config import dataset_source
+    from clipadapt.recipes import dataset_source
 
     chosen = [int(s) for s in splits.split(",") if s.strip()] if dataset_source(loaded).official_splits else [loaded.data.split]
     result = zero_shot(loaded, checkpoint, chosen)

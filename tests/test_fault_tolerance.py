@@ -66,7 +66,7 @@ def _recorded_eval(run_dir: Path, step: int) -> dict:
 
 
 def test_eval_on_a_checkpoint_reproduces_exactly_the_metrics_the_run_recorded(finished_run):
-    from clipadapt.config import load_recipe
+    from clipadapt.recipes import load_recipe
     from clipadapt.engine.tasks import evaluate_checkpoint
 
     run_dir, args = finished_run
@@ -151,7 +151,7 @@ def test_a_second_run_into_a_locked_output_dir_gets_one_line(finished_run, tmp_p
 
 
 def test_a_checkpoint_trained_on_other_frozen_weights_is_refused_saying_what_differs(tmp_path):
-    from clipadapt.config import load_recipe
+    from clipadapt.recipes import load_recipe
     from clipadapt.engine import build_optimizer, build_scheduler, save_checkpoint
     from clipadapt.engine.tasks import load_trained
     from clipadapt.models import build_from_recipe

@@ -34,7 +34,7 @@ from clipadapt.digest import payload_sha256, tensor_digests
 from clipadapt.engine.atomic import atomic_save, remove_orphan_tmp_files
 from clipadapt.engine.run_lock import OutputDirLockedError, output_dir_lock
 from clipadapt.engine.seeding import get_rng_state, seed_everything, set_rng_state
-from clipadapt.recipe_checks import estimate_parameters
+from clipadapt.recipes.checks import estimate_parameters
 
 __all__ = [
     "CheckpointMismatchError", "CorruptCheckpointError", "NonFiniteStateError", "OutputDirLockedError",

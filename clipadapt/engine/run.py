@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from clipadapt.config import Recipe, dataset_source, load_recipe, require_data
+from clipadapt.recipes import Recipe, dataset_source, load_recipe, require_data
 from clipadapt.engine import distributed
 from clipadapt.engine.checkpoint import CheckpointMismatchError, checkpoint_dir, output_dir_lock, recipe_diff, seed_everything
 from clipadapt.engine.evaluate import eval_batch_videos, eval_options, evaluate
