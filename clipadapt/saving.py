@@ -27,7 +27,7 @@ from safetensors.torch import save as safetensors_bytes
 from clipadapt.atomic import atomic_write_bytes
 from clipadapt.digest import payload_sha256
 from clipadapt.inject import CONTAINER, backbone_fingerprint, freeze_model, inject, injections, is_adapter_param
-from clipadapt.sets import DEFAULT_SET, apply_activation, check_set_name, model_states, module_key, set_names
+from clipadapt.sets import DEFAULT_SET, apply_activation, check_set_name, model_states, module_key, set_active, set_names
 
 FORMAT = "clipadapt.adapters/1"
 MAX_HEADER_BYTES = 1 << 24  # the safetensors header of an adapter file is a few KB
@@ -96,9 +96,11 @@ def save_adapters(model: nn.Module, path: str | os.PathLike, *, recipe: dict | N
         "injections": json.dumps([inj.spec() for inj in injections(model, adapter_set)]),
         "backbone": json.dumps(backbone_fingerprint(_backbone(model))),
     }
-    names = set_names(model_states(model))
+    names, active = set_names(model_states(model)), [name for state in model_states(model) for name in state.active]
     if adapter_set is None and names not in ([], [DEFAULT_SET]):
-        metadata["active"] = json.dumps([name for state in model_states(model) for name in state.active])
+        metadata["active"] = json.dumps(active)
+    if adapter_set in active and active.index(adapter_set) > 0:  # trained on top of other sets: loading needs them
+        metadata["stacked_on"] = json.dumps(active[: active.index(adapter_set)])
     if video is not None:
         metadata["video"] = json.dumps(video)
     if recipe is not None:
@@ -128,7 +130,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
         spec = {"injections": json.loads(meta["injections"]), "backbone": json.loads(meta["backbone"]), "sha256": meta.get("sha256"),
                 "video": json.loads(meta["video"]) if "video" in meta else None,
                 "recipe": json.loads(meta["recipe"]) if "recipe" in meta else None,
-                "active": json.loads(meta["active"]) if "active" in meta else None}
+                "active": json.loads(meta["active"]) if "active" in meta else None,
+                "stacked_on": json.loads(meta["stacked_on"]) if "stacked_on" in meta else None}
     except (KeyError, ValueError) as error:
         raise ValueError(f"{path}: the adapter metadata is incomplete or not JSON ({error})") from None
     _check_spec_sizes(spec["injections"], path)
@@ -188,7 +191,8 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, strict: bool = T
     """Load adapters saved by `save_adapters` into `model`.
 
     The file's sets that `model` lacks are re-created first (each activated as `inject` does;
-    a file of several sets restores the active sets it recorded); on a `clipadapt.VideoCLIP`
+    a file of every set restores the activation it recorded; a set saved active on top of
+    others needs those in `model` and is activated on top of them again); on a `clipadapt.VideoCLIP`
     without heads the saved heads are added. Loading onto a backbone whose architecture differs
     from the one saved is refused, and so is a video model's file on a bare CLIP (use
     ``VideoCLIP.from_adapters``, or `adapters_only`).
@@ -222,6 +226,10 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, strict: bool = T
         raise ValueError(f"{path} was saved with pooling {video['pooling']!r}, this VideoCLIP has {here_video['pooling']!r}")
     renames = _set_renames(meta["injections"], adapter_set, path)
     present = set(set_names(model_states(backbone)))
+    under = meta.get("stacked_on") or []
+    if any(name not in present for name in under):
+        raise ValueError(f"{path}: set {next(iter(renames))!r} was saved active on top of the sets {under}, which this model "
+                         f"lacks (its sets: {sorted(present) or '(none)'}); load those first under these names")
     created = [name for name in dict.fromkeys(renames.values()) if name not in present]
     for spec in meta["injections"]:
         target = renames[spec.get("adapter_set", DEFAULT_SET)]
@@ -229,9 +237,10 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, strict: bool = T
             inject(backbone, spec["name"], tower=spec["tower"], layers=spec["layers"], site=_site_arg(spec["sites"]),
                    adapter_set=target, **spec["kwargs"])
     states = model_states(backbone)
-    if meta.get("active") is not None and adapter_set is None and len(created) > 1:
-        for state in states:
-            state.active = tuple(name for name in meta["active"] if name in created)
+    if meta.get("active") is not None and adapter_set is None:  # a file of every set: its activation
+        set_active(states, [name for name in meta["active"] if name in set_names(states)])
+    elif under and created:
+        set_active(states, [*under, *created])
     for state in states:
         if not trainable:
             state.frozen |= set(renames.values())

@@ -134,6 +134,24 @@ def routing(states: Sequence, num_frames: int, sets) -> Routing:
     return Routing(num_frames, tuple(per_video))
 
 
+def check_active_training(model: nn.Module) -> None:
+    """Refuse a model with trainable adapter parameters in an inactive set: they would get no
+    gradient (and DDP would stop on them). The trainer calls this before building its optimiser.
+
+    Example:
+        >>> check_active_training(model)   # after clipadapt.activate / clipadapt.freeze
+    """
+    names = {id(module): name for name, module in model.named_modules()}
+    for state in model_states(model):
+        for inj in state.injections:
+            if inj.adapter_set in state.active:
+                continue
+            for _, _, module in inj.modules:
+                if any(p.requires_grad for p in module.parameters()):
+                    raise ValueError(f"{names.get(id(module), inj.name)} of the inactive adapter set {inj.adapter_set!r} is "
+                                     f"trainable but gets no gradient; activate the set or call clipadapt.freeze(model)")
+
+
 # --------------------------------------------------------------------------------------------
 # public API
 

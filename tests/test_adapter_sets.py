@@ -433,3 +433,123 @@ def test_summary_shows_each_sets_parameters_and_activation():
     assert info["sets"] == {"a": {"params": count["a"], "active": None, "trainable": 0},
                             "b": {"params": count["b"], "active": 0, "trainable": count["b"]}}
     assert [(row["set"], row["active"]) for row in info["rows"]] == [("a", None), ("b", 0), ("b", 0)]
+
+
+# ---- the video model and recipes ------------------------------------------------------------
+
+
+def video_model(adapters=({"name": "ted", "options": {"width": 4}},), heads=({"name": "contrastive"},)):
+    from clipadapt.models import build_video_clip
+    from tiny import CLASSNAMES, tiny_text_clip
+
+    return build_video_clip(tiny_text_clip(), CLASSNAMES, adapters=list(adapters), heads=list(heads), pooling="conv")
+
+
+def video_clips(batch: int = 2):
+    return torch.randn(batch, FRAMES, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+
+
+def test_class_embeddings_follow_the_active_text_adapters():
+    text_adapter = {"name": "bottleneck", "tower": "text", "layers": [-1], "options": {"width": 4, "init": "default"}}
+    model = video_model(adapters=[text_adapter]).eval()
+    randomize_(model.clip.transformer.resblocks[-1].adapters, std=0.3)
+    with torch.no_grad():
+        adapted = model.class_embeddings()
+        with clipadapt.disabled(model):
+            frozen = model.class_embeddings()
+        again = model.class_embeddings()
+    from tiny import CLASSNAMES, tiny_text_clip
+
+    from clipadapt.models import VideoCLIP
+
+    reference = VideoCLIP(clipadapt.freeze(tiny_text_clip()), CLASSNAMES).eval()  # frozen: the same text path
+    with torch.no_grad():
+        assert torch.equal(frozen, reference.class_embeddings())
+    assert torch.equal(again, adapted) and not torch.allclose(frozen, adapted)
+
+
+def test_the_frozen_baseline_of_a_trained_video_model_is_the_frozen_clip():
+    from clipadapt.models import build_video_clip
+    from tiny import CLASSNAMES, tiny_text_clip
+
+    model = video_model().eval()
+    randomize_(model.pooling, std=0.3)
+    for inj in clipadapt.injections(model):
+        for _, _, module in inj.modules:
+            randomize_(module, std=0.3)
+    plain = build_video_clip(tiny_text_clip(), CLASSNAMES, pooling="mean").eval()  # no adapter, frame mean
+    with torch.no_grad():
+        adapted = model.zero_shot_logits(video_clips())
+        with model.frozen():
+            baseline = model.zero_shot_logits(video_clips())
+        assert torch.equal(baseline, plain.zero_shot_logits(video_clips()))
+        assert torch.equal(model.zero_shot_logits(video_clips()), adapted)
+    assert not torch.allclose(baseline, adapted)
+
+
+def test_init_adapters_starts_from_a_frozen_active_set_and_trains_a_new_one_on_top(tmp_path):
+    source = video_model()
+    for inj in clipadapt.injections(source):
+        for _, _, module in inj.modules:
+            randomize_(module, std=0.2)
+    path = clipadapt.save_adapters(source, tmp_path / "k400.safetensors")  # a video model's file: heads are not taken
+    model = video_model(adapters=[{"name": "bottleneck", "site": "post_block", "options": {"width": 4}}], heads=[{"name": "vc"}])
+    assert model.init_adapters([{"path": str(path), "adapter_set": "k400"}]) == ["k400"]
+    assert clipadapt.active_sets(model) == ("k400", "default")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any("k400__" in n for n in trainable) and any("bottleneck_post_block" in n for n in trainable)
+    assert any(n.startswith("decoder.heads.vc") for n in trainable)
+    clipadapt.activate(model, "k400")  # the loaded set alone computes what the source's adapters did
+    with torch.no_grad(), clipadapt.frames(model.clip, FRAMES), clipadapt.frames(source.clip, FRAMES):
+        assert torch.equal(model.clip.encode_image(video_clips().flatten(0, 1)), source.clip.encode_image(video_clips().flatten(0, 1)))
+    with pytest.raises(ValueError, match=r"init_adapters\[0\].*loads adapter set 'k400', which the model already has"):
+        model.init_adapters([{"path": str(path), "adapter_set": "k400"}])
+    with pytest.raises(ValueError, match=r"init_adapters\[0\] has unknown key 'set'"):
+        model.init_adapters([{"path": str(path), "set": "x"}])
+
+
+def test_a_recipe_starts_from_an_adapter_file_and_validate_names_a_clash(tmp_path):
+    from clipadapt.models import build_from_recipe
+    from clipadapt.recipes import RecipeError, load_recipe
+
+    tiny = ["model.weights=null", "model.config={embed_dim: 32, image_size: 32, patch_size: 8, width: 64, layers: 2, heads: 2, "
+            "text_width: 32, text_layers: 2, text_heads: 2, context_length: 16, vocab_size: 49408}", "data.num_classes=4"]
+    from tiny import CLASSNAMES
+
+    first = build_from_recipe(load_recipe("quickstart", tiny), CLASSNAMES)
+    path = clipadapt.save_adapters(first, tmp_path / "first.safetensors")
+    entry = f"model.init_adapters=[{{path: {path}, adapter_set: k400}}]"
+    model = build_from_recipe(load_recipe("quickstart", [*tiny, entry]), CLASSNAMES)
+    assert clipadapt.adapter_sets(model.clip) == ["default", "k400"] and clipadapt.active_sets(model.clip) == ("k400", "default")
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "k400__" in n)
+    with pytest.raises(RecipeError, match="model.init_adapters.0.adapter_set.*'default', which the recipe's adapters use"):
+        load_recipe("quickstart", [*tiny, f"model.init_adapters=[{{path: {path}}}]"])
+    with pytest.raises(RecipeError, match="model.init_adapters.0.path.*does not exist"):
+        load_recipe("quickstart", [*tiny, f"model.init_adapters=[{{path: {tmp_path / 'nope.safetensors'}, adapter_set: a}}]"])
+    with pytest.raises(RecipeError, match="model.init_adapters.0.adapter_set"):
+        load_recipe("quickstart", [*tiny, f"model.init_adapters=[{{path: {path}, adapter_set: 'a.b'}}]"])
+
+
+def test_the_trainer_refuses_a_trainable_parameter_of_an_inactive_set():
+    from clipadapt.sets import check_active_training
+
+    model = inject_plan(tiny_open_clip(), [("a", 0, 0), ("b", 0, 0)])
+    check_active_training(model)
+    model.visual.transformer.resblocks[0].adapters["a__ted_pre_mlp"].te.down.weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="adapters.a__ted_pre_mlp of the inactive adapter set 'a' is trainable"):
+        check_active_training(model)
+
+
+def test_a_set_saved_on_top_of_another_needs_it_and_is_stacked_on_it_again(tmp_path):
+    model = inject_plan(tiny_open_clip(), [("base", 0, 0), ("top", 4, 1)])
+    clipadapt.activate(model, "base", "top")
+    expected = outputs(model)
+    base = clipadapt.save_adapters(model, tmp_path / "base.safetensors", adapter_set="base")
+    top = clipadapt.save_adapters(model, tmp_path / "top.safetensors", adapter_set="top")
+    with pytest.raises(ValueError, match=r"set 'top' was saved active on top of the sets \['base'\], which this model lacks"):
+        clipadapt.load_adapters(tiny_open_clip(), top)
+    fresh = clipadapt.load_adapters(tiny_open_clip(), base)
+    clipadapt.load_adapters(fresh, top, adapter_set="top2")
+    assert clipadapt.active_sets(fresh) == ("base", "top2")
+    for a, b in zip(outputs(fresh), expected):
+        assert torch.equal(a, b)

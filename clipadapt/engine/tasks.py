@@ -34,14 +34,20 @@ def load_exported(path: str | Path, classnames: Sequence[str] | None = None):
     from clipadapt.models import VideoCLIP, build_clip
     from clipadapt.saving import read_metadata
 
-    recipe = read_metadata(path)["recipe"]
+    meta = read_metadata(path)
+    recipe = meta["recipe"]
     if recipe is None:
         raise ValueError(f"{path} stores no recipe to build its backbone from; build the CLIP yourself and "
                          "call clipadapt.VideoCLIP.from_adapters(clip, path)")
     if not recipe["model"].get("weights"):
         raise ValueError(f"{path} was trained on a backbone with random weights (model.weights: null), which an "
                          "adapter file does not hold; load the training checkpoint instead")
-    return VideoCLIP.from_adapters(build_clip(recipe["model"]), path, classnames)
+    clip = build_clip(recipe["model"])
+    if meta["stacked_on"] and recipe["model"].get("init_adapters"):  # one set of a run that started from others
+        from clipadapt.models.init_adapters import init_adapter_sets
+
+        init_adapter_sets(clip, recipe["model"]["init_adapters"])
+    return VideoCLIP.from_adapters(clip, path, classnames)
 
 
 def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
