@@ -7,8 +7,10 @@ blocks and the same TED modules by hand (no hooks). The hook overhead is hooks /
     python benchmarks/bench_inject.py [--repeats 5] [--out FILE]
 
 ``--mixed`` measures adapter sets instead (`mixed_batch_section`): one mixed batch of videos,
-each through its own set, against separate forwards, and disabled sets against the frozen model.
+each through its own set, against separate forwards, and disabled sets against the frozen model:
 
+    python benchmarks/bench_inject.py --mixed [--arch ViT-B-16] [--videos 4] [--sets 2] [--repeats 3]
+"""
 
 from __future__ import annotations
 

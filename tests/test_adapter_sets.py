@@ -553,3 +553,18 @@ def test_a_set_saved_on_top_of_another_needs_it_and_is_stacked_on_it_again(tmp_p
     assert clipadapt.active_sets(fresh) == ("base", "top2")
     for a, b in zip(outputs(fresh), expected):
         assert torch.equal(a, b)
+
+
+def test_the_two_task_example_keeps_the_first_task_unchanged_after_the_second(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "two_tasks.py"
+    spec = importlib.util.spec_from_file_location("two_tasks", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.run(steps=2, per_class=2, test_per_class=2, batch=4, out_dir=tmp_path)
+    assert result["k400_logits_unchanged"]
+    assert result["accuracy"]["k400 after training k400"] == result["accuracy"]["k400 after training ssv2"]
+    assert result["mixed_max_difference"] <= 1e-6
+    for name in ("k400", "ssv2"):
+        assert clipadapt.saving.read_metadata(tmp_path / f"{name}.safetensors")["injections"][0]["adapter_set"] == name
