@@ -568,3 +568,76 @@ def test_the_two_task_example_keeps_the_first_task_unchanged_after_the_second(tm
     assert result["mixed_max_difference"] <= 1e-6
     for name in ("k400", "ssv2"):
         assert clipadapt.saving.read_metadata(tmp_path / f"{name}.safetensors")["injections"][0]["adapter_set"] == name
+
+
+# ---- a run that starts from an adapter file, and the command line ----------------------------
+
+SMALL_RUN = ["schedule.epochs=1", "data.synthetic.train_per_class=4", "data.synthetic.test_per_class=2",
+             "data.batch_size=4", "data.num_workers=0", "compare={}", "eval.every=0", "resume=null"]
+
+
+@pytest.fixture(scope="module")
+def stacked_run(tmp_path_factory):
+    """A reduced quickstart run whose recipe starts from a k400 set (frozen) and trains ``default`` on top."""
+    from typer.testing import CliRunner
+
+    from clipadapt.cli import app
+    from clipadapt.models import build_from_recipe
+    from clipadapt.recipes import load_recipe
+    from tiny import CLASSNAMES
+
+    out = tmp_path_factory.mktemp("stacked")
+    base = [*SMALL_RUN, f"data.root={out / 'data'}"]
+    source = build_from_recipe(load_recipe("quickstart", base), CLASSNAMES)
+    for inj in clipadapt.injections(source):
+        for _, _, module in inj.modules:
+            randomize_(module, std=0.05)
+    k400 = clipadapt.save_adapters(source, out / "k400.safetensors")
+    args = [*base, f"output_dir={out / 'run'}", f"model.init_adapters=[{{path: {k400}, adapter_set: k400}}]"]
+    result = CliRunner().invoke(app, ["run", "quickstart", *args])
+    assert result.exit_code == 0, result.output
+    return out, args, source
+
+
+def test_a_run_trains_its_own_set_on_top_of_a_frozen_loaded_set(stacked_run):
+    from clipadapt.engine.tasks import load_trained
+
+    out, _, source = stacked_run
+    model = load_trained(out / "run" / "m2clip")
+    assert clipadapt.adapter_sets(model) == ["default", "k400"] and clipadapt.active_sets(model) == ("k400", "default")
+    trained = {k: v for k, v in model.state_dict().items() if "adapters.k400__" in k}
+    original = {k.replace("clip.", "", 1): v for k, v in source.state_dict().items() if ".adapters." in k}
+    assert trained and all(torch.equal(v, original[k.replace("clip.", "", 1).replace("k400__", "")]) for k, v in trained.items())
+
+
+def test_eval_export_and_predict_take_an_adapter_set(stacked_run):
+    from typer.testing import CliRunner
+
+    from clipadapt.cli import app
+    from clipadapt.engine.tasks import load_trained
+    from clipadapt.recipes import load_recipe
+    from clipadapt.engine.tasks import evaluate_adapter_sets
+
+    out, args, _ = stacked_run
+    best = out / "run" / "m2clip" / "checkpoints" / "last.pt"
+    runner = CliRunner()
+    shown = runner.invoke(app, ["eval", "quickstart", str(best), *args, "--adapter-set", "k400,k400+default"])
+    assert shown.exit_code == 0, shown.output
+    per_set = evaluate_adapter_sets(load_recipe("quickstart", args), best, ["k400", "k400+default"])
+    assert "k400 top-1" in shown.output and "k400+default top-1" in shown.output
+    assert f"{per_set['k400+default']['fused/top1']:.2f}" in shown.output
+
+    exported = out / "default.safetensors"
+    result = runner.invoke(app, ["export", str(best), str(exported), "--adapter-set", "default"])
+    assert result.exit_code == 0, result.output
+    assert clipadapt.saving.read_metadata(exported)["stacked_on"] == ["k400"]
+    model, again = load_trained(best), load_trained(exported)  # the exported set is stacked on k400 again
+    clips = video_clips(2).repeat_interleave(4, dim=1)[:, :8]
+    with torch.no_grad():
+        assert torch.equal(model(clips)["fused"], again(clips)["fused"])
+
+    video = next((out / "data").rglob("*.mp4"))
+    result = runner.invoke(app, ["predict", str(best), str(video), "--adapter-set", "k400", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(best), str(video), "--adapter-set", "ucf"])
+    assert result.exit_code == 1 and "adapter set 'ucf' is not in this model" in result.output

@@ -50,9 +50,10 @@ def load_exported(path: str | Path, classnames: Sequence[str] | None = None):
     return VideoCLIP.from_adapters(clip, path, classnames)
 
 
-def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
+def export_adapters(checkpoint: str | Path, out: str | Path, adapter_set: str | None = None) -> Path:
     """Write the adapters, pooling and heads of a trained run (a checkpoint or run directory) to
-    the safetensors adapter file `out`, with the video model's spec and the run's recipe.
+    the safetensors adapter file `out`, with the video model's spec and the run's recipe; with
+    `adapter_set`, that set's adapters only (`clipadapt.save_adapters`).
 
     Example:
         >>> export_adapters("runs/quickstart/m2clip", "m2clip.safetensors")   # doctest: +SKIP
@@ -65,7 +66,7 @@ def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export writes safetensors: give an output path ending in .safetensors, not {str(out)!r}")
-    return save_adapters(load_trained(checkpoint), out, recipe=load_checkpoint(checkpoint)["recipe"])
+    return save_adapters(load_trained(checkpoint), out, recipe=load_checkpoint(checkpoint)["recipe"], adapter_set=adapter_set)
 
 
 def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None):
@@ -148,6 +149,26 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path, split: str = "te
     if model.classnames and dataset.classnames and len(model.classnames) != len(dataset.classnames):
         raise ValueError(f"{checkpoint} was trained on {len(model.classnames)} classes, the {split} set has {len(dataset.classnames)}")
     return evaluate(model, _loader(recipe, dataset), **eval_options(recipe), clips_per_forward=recipe.data.batch_size)
+
+
+def evaluate_adapter_sets(recipe: Recipe, checkpoint: str | Path, adapter_sets: Sequence[str], split: str = "test") -> dict:
+    """:func:`evaluate_checkpoint` with each of `adapter_sets` active in turn (one model load):
+    ``{set: metrics}``. An entry ``"a+b"`` stacks sets ``a`` and ``b``.
+
+    Example:
+        >>> evaluate_adapter_sets(recipe, "runs/ssv2/checkpoints/best.pt", ["k400", "k400+default"])  # doctest: +SKIP
+    """
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.sets import activate
+
+    check_model_matches(recipe, checkpoint)
+    dataset = build_dataset(recipe, split)
+    model = load_trained(checkpoint)
+    results = {}
+    for entry in adapter_sets:
+        activate(model, *entry.split("+"))
+        results[entry] = evaluate(model, _loader(recipe, dataset), **eval_options(recipe), clips_per_forward=recipe.data.batch_size)
+    return results
 
 
 def frozen_clip(recipe: Recipe, classnames: Sequence[str]):
