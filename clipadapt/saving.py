@@ -135,6 +135,10 @@ def read_metadata(path: str | os.PathLike) -> dict:
     except (KeyError, ValueError) as error:
         raise ValueError(f"{path}: the adapter metadata is incomplete or not JSON ({error})") from None
     _check_spec_sizes(spec["injections"], path)
+    for key in ("active", "stacked_on"):
+        names = spec[key]
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{path}: the metadata's {key!r} is not a list of adapter set names ({names!r})")
     return spec
 
 
