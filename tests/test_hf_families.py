@@ -3,6 +3,7 @@ injection engine on the visual tower (and SigLIP's pre-norm text tower), checked
 models' own forwards; refusals of what is not covered."""
 
 import copy
+import re
 
 import pytest
 import torch
@@ -306,9 +307,11 @@ def test_tiny_models_of_each_type_build_offline(arch, model_class):
         assert HF.text(model).embed_dim == visual.embed_dim == TINY.width
 
 
-def test_a_tiny_model_type_that_is_not_known_is_refused():
-    with pytest.raises(ValueError, match="must name a model type: clip, siglip, siglip2, chinese_clip, altclip"):
+def test_a_hub_model_with_a_tiny_config_is_refused_and_other_names_give_clip():
+    with pytest.raises(ValueError, match="names a Hugging Face model, but model.config builds a tiny random one: drop "
+                                         "model.config, or name a tiny model type: clip, siglip, siglip2, chinese_clip, altclip"):
         HF.build("google/siglip-base-patch16-224", tiny=TINY)
+    assert type(HF.build("ViT-B-16", tiny=TINY)).__name__ == "CLIPModel"  # the recipe's default arch, as other families
 
 
 @pytest.fixture
@@ -355,20 +358,35 @@ def test_open_clip_hf_text_configs_offline_without_the_text_config_are_refused_i
     assert "open_clip.add_model_config" in message
 
 
-def test_an_open_clip_config_whose_hf_text_model_is_a_local_directory_builds_offline(tmp_path, empty_hf_cache, monkeypatch):
+HF_TEXT_CONFIGS = {
+    "roberta": (lambda: transformers.RobertaConfig(**dict(TEXT, max_position_embeddings=18)),
+                "its text tower is a post-norm RobertaModel in open_clip's HFTextEncoder (RobertaLayer: LayerNorm after each"),
+    "mt5": (lambda: transformers.MT5Config(vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2),
+            "its text tower is a Hugging Face MT5Stack in open_clip's HFTextEncoder, whose layers are not laid out as pre-norm"),
+}
+
+
+@pytest.mark.parametrize("text_model", HF_TEXT_CONFIGS)
+def test_an_open_clip_config_whose_hf_text_model_is_a_local_directory_builds_offline(text_model, tmp_path, empty_hf_cache,
+                                                                                     monkeypatch):
     import open_clip
     from open_clip.factory import _MODEL_CONFIGS
 
-    transformers.RobertaConfig(**dict(TEXT, max_position_embeddings=18)).save_pretrained(tmp_path / "roberta")
-    monkeypatch.setitem(_MODEL_CONFIGS, "tiny-roberta-ViT", {
+    make_config, refusal = HF_TEXT_CONFIGS[text_model]
+    make_config().save_pretrained(tmp_path / text_model)
+    monkeypatch.setitem(_MODEL_CONFIGS, "tiny-hf-text-ViT", {
         "embed_dim": 16,
         "vision_cfg": {"image_size": IMAGE, "patch_size": PATCH, "width": 32, "layers": 2, "head_width": 16},
-        "text_cfg": {"hf_model_name": str(tmp_path / "roberta"), "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear"},
+        "text_cfg": {"hf_model_name": str(tmp_path / text_model), "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear"},
     })
-    model = spec_of_family("open_clip").build("tiny-roberta-ViT")
+    model = spec_of_family("open_clip").build("tiny-hf-text-ViT")
     assert type(model).__name__ == "CustomTextCLIP" and type(model.text).__name__ == "HFTextEncoder"
-    before = model.encode_image(images())
+    with torch.no_grad():
+        before = model.encode_image(images())
     clipadapt.inject(model, "ted", layers="all", width=8)
     with torch.no_grad(), clipadapt.frames(model, FRAMES):
         assert torch.equal(model.encode_image(images()), before)
+    with pytest.raises(ValueError, match=re.escape(f"it has: visual ({refusal}")):
+        clipadapt.inject(model, "bottleneck", tower="text", layers=[-1])
+    assert refusal in clipadapt.VideoCLIP(model).no_text_reason
     assert open_clip.get_model_config("roberta-ViT-B-32")  # the shipped configs are untouched

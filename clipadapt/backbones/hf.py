@@ -12,7 +12,7 @@ transformers. Blocks are ``CLIPEncoderLayer``-like: ``layer_norm1``, ``self_attn
   video has the same token grid and temporal adapters line up; the position embeddings are
   resized to that grid by the model itself. See `naflex_inputs`.
 - ChineseCLIP's and AltCLIP's visual towers are CLIP's; their text towers are post-norm
-  BERT / XLM-R layers, on which the pre-norm sites are not exact: they are refused (`post_norm_text`).
+  BERT / XLM-R layers, on which the pre-norm sites are not exact: they are refused (`text_refusal`).
 """
 
 from __future__ import annotations
@@ -90,25 +90,27 @@ def _transformers(model: nn.Module) -> dict[str, nn.Module]:
     return found
 
 
-def post_norm_text(model: nn.Module) -> str:
-    """Why the text tower of `model` is refused when its layers are post-norm BERT / XLM-R ones
-    (``attention.output.LayerNorm`` after the residual add, as ChineseCLIP's and AltCLIP's);
-    ``""`` otherwise.
+def text_refusal(text: nn.Module | None) -> str:
+    """Why a Hugging Face text model's tower is refused, ``""`` when `text` is not one.
+
+    Post-norm BERT / XLM-R layers (``attention.output.LayerNorm`` after the residual add:
+    ChineseCLIP, AltCLIP, open_clip's RoBERTa / XLM-R text towers) and other layouts (mT5, NLLB
+    encoders inside open_clip's ``HFTextEncoder``) have no exact pre-norm sites.
 
     Example:
-        >>> post_norm_text(transformers.ChineseCLIPModel(config))
-        "its text tower is a post-norm ChineseCLIPTextModel ..."
+        >>> text_refusal(chinese_clip.text_model)
+        'its text tower is a post-norm ChineseCLIPTextModel (ChineseCLIPTextLayer: ...'
     """
-    text = getattr(model, "text_model", None)
-    if text is None:
+    transformer = getattr(text, "transformer", text)  # open_clip's HFTextEncoder wraps the HF model
+    if not isinstance(transformer, nn.Module) or not hasattr(transformer, "config"):
         return ""
-    layer = next((m for m in text.modules() if has(m, "attention", "intermediate", "output")), None)
-    if layer is None or not has(getattr(layer.attention, "output", None), "LayerNorm"):
-        return ""
-    return (f"its text tower is a post-norm {type(text).__name__} ({type(layer).__name__}: LayerNorm after each residual "
-            "add, BERT / XLM-R style); the sites (pre_attn, attn_out, pre_mlp, mlp_parallel, post_block) are laid out on "
-            "pre-norm blocks and would not be exact there, so text adapters and the text path are refused; the visual "
-            "tower takes every adapter")
+    name = type(transformer).__name__ + (" in open_clip's HFTextEncoder" if transformer is not text else "")
+    refused = ("so text adapters and the text path are refused; the visual tower takes every adapter")
+    layer = next((m for m in transformer.modules() if has(m, "attention", "intermediate", "output")), None)
+    if layer is not None and has(getattr(layer.attention, "output", None), "LayerNorm"):
+        return (f"its text tower is a post-norm {name} ({type(layer).__name__}: LayerNorm after each residual add, "
+                f"BERT / XLM-R style); the sites are laid out on pre-norm blocks and would not be exact there, {refused}")
+    return f"its text tower is a Hugging Face {name}, whose layers are not laid out as pre-norm CLIP blocks; {refused}"
 
 
 # ---- images ------------------------------------------------------------------------------
@@ -306,7 +308,7 @@ class HFCLIPSpec(BackboneSpec):
 
     @classmethod
     def why_not(cls, model: nn.Module, tower: str) -> str:
-        return post_norm_text(model) if tower == "text" else ""
+        return text_refusal(getattr(model, "text_model", None)) if tower == "text" else ""
 
     @classmethod
     def visual(cls, model: nn.Module) -> VisualEncoder:
@@ -326,8 +328,8 @@ class HFCLIPSpec(BackboneSpec):
 
     @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
-        """A random-weight model of `tiny`'s sizes whose type `arch` names (`TINY_TYPES`, default
-        ``clip``: a ``CLIPModel`` with end-of-text id 49407, so OpenAI's BPE ids work), or the model
+        """A random-weight model of `tiny`'s sizes whose type `arch` names (`TINY_TYPES`; any other
+        name gives ``clip``: a ``CLIPModel`` with end-of-text id 49407, so OpenAI's BPE ids work), or the model
         `arch` names (a Hub id or a local directory): ``weights: pretrained`` (or a local directory)
         loads its weights, ``null`` gives random ones from its config.
 
@@ -337,10 +339,10 @@ class HFCLIPSpec(BackboneSpec):
         transformers = import_family("transformers", cls.family, cls.extra)
         transformers.logging.set_verbosity_error()
         if tiny is not None:
-            model_type = arch or "clip"
-            if model_type not in TINY_TYPES:
-                raise ValueError(f"model.arch {arch!r} with model.config (a tiny random model) must name a model type: "
-                                 f"{', '.join(TINY_TYPES)}")
+            if arch and "/" in arch:  # a Hub id or a directory: not what a tiny random model can be
+                raise ValueError(f"model.arch {arch!r} names a Hugging Face model, but model.config builds a tiny random one: "
+                                 f"drop model.config, or name a tiny model type: {', '.join(TINY_TYPES)}")
+            model_type = arch if arch in TINY_TYPES else "clip"  # other names (the recipe's ViT-B-16) are ignored, as elsewhere
             model = transformers.AutoModel.from_config(tiny_config(transformers, model_type, tiny))
             return load_state_file(model, weights) if weights else model
         if not arch:

@@ -214,6 +214,10 @@ class OpenCLIPSpec(BackboneSpec):
             inner = f" around a timm {type(trunk).__name__}" if trunk is not None else ""
             return (f"its visual is a {type(visual).__name__}{inner}, not a VisionTransformer of resblocks; "
                     "open_clip configs with timm trunks (EVA, SigLIP) are not covered")
+        if tower == "text":  # a Hugging Face text model (open_clip's HFTextEncoder: RoBERTa, XLM-R, mT5, NLLB)
+            from clipadapt.backbones.hf import text_refusal
+
+            return text_refusal(getattr(model, "text", None))
         return ""
 
     @classmethod
