@@ -179,6 +179,27 @@ def test_one_training_step_moves_the_adapters_and_nothing_else(kind):
     assert any(".ted_" in name for name in moved) and any("bottleneck" in name for name in moved)
 
 
+@pytest.mark.parametrize("kind_name", ["siglip", "siglip2"])
+def test_hugging_faces_gradient_checkpointing_gives_temporal_adapters_the_same_gradients(kind_name):
+    def gradients(checkpointing: bool):
+        model = build(kind_name).train()
+        for handle in (clipadapt.inject(model, "st", layers="all", width=8), clipadapt.inject(model, "ted", layers="all", width=8),
+                       clipadapt.inject(model, "aim", layers=[1], num_frames=FRAMES)):
+            for _, _, module in handle.modules:
+                randomize_(module, std=0.1)
+        if checkpointing:  # blocks re-run in backward, after `frames()` has exited
+            model.gradient_checkpointing_enable()
+        with clipadapt.frames(model, FRAMES):
+            embeddings = HF.visual(model).encode(images())
+        embeddings.square().sum().backward()
+        return {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        assert torch.equal(plain[name], checkpointed[name]), name
+
+
 def test_saved_adapters_load_into_a_fresh_model_with_the_same_outputs(kind, tmp_path):
     model = build(kind)
     for handle in (clipadapt.inject(model, "st", layers="all", width=8),
