@@ -283,8 +283,7 @@ def tiny_config(transformers, model_type: str, tiny: TinyConfig):
 
 @register_backbone("hf")
 class HFCLIPSpec(BackboneSpec):
-    """Hugging Face CLIPModel, SiglipModel, Siglip2Model, ChineseCLIPModel, AltCLIPModel and their
-    one-tower models."""
+    """Hugging Face CLIPModel, SiglipModel, Siglip2Model, ChineseCLIPModel, AltCLIPModel (+ vision/text models)."""
 
     family = "hf"
     extra = "hf"
