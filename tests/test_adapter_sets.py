@@ -603,7 +603,7 @@ def test_a_run_trains_its_own_set_on_top_of_a_frozen_loaded_set(stacked_run):
     from clipadapt.engine.tasks import load_trained
 
     out, _, source = stacked_run
-    model = load_trained(out / "run" / "m2clip")
+    model = load_trained(next((out / "run").rglob("last.pt")))
     assert clipadapt.adapter_sets(model) == ["default", "k400"] and clipadapt.active_sets(model) == ("k400", "default")
     trained = {k: v for k, v in model.state_dict().items() if "adapters.k400__" in k}
     original = {k.replace("clip.", "", 1): v for k, v in source.state_dict().items() if ".adapters." in k}
@@ -619,7 +619,7 @@ def test_eval_export_and_predict_take_an_adapter_set(stacked_run):
     from clipadapt.engine.tasks import evaluate_adapter_sets
 
     out, args, _ = stacked_run
-    best = out / "run" / "m2clip" / "checkpoints" / "last.pt"
+    best = next((out / "run").rglob("last.pt"))
     runner = CliRunner()
     shown = runner.invoke(app, ["eval", "quickstart", str(best), *args, "--adapter-set", "k400,k400+default"])
     assert shown.exit_code == 0, shown.output
@@ -631,7 +631,17 @@ def test_eval_export_and_predict_take_an_adapter_set(stacked_run):
     result = runner.invoke(app, ["export", str(best), str(exported), "--adapter-set", "default"])
     assert result.exit_code == 0, result.output
     assert clipadapt.saving.read_metadata(exported)["stacked_on"] == ["k400"]
-    model, again = load_trained(best), load_trained(exported)  # the exported set is stacked on k400 again
+    # what load_trained does with an exported file (its backbone here: the run's random one, ejected)
+    from clipadapt.models import VideoCLIP
+    from clipadapt.models.init_adapters import init_adapter_sets
+
+    model, clip = load_trained(best), load_trained(best).clip
+    clipadapt.eject(clip)
+    with pytest.raises(ValueError, match="saved active on top of the sets \\['k400'\\]"):
+        VideoCLIP.from_adapters(clip, exported)
+    init_adapter_sets(clip, load_recipe("quickstart", args).model.to_dict()["init_adapters"])
+    again = VideoCLIP.from_adapters(clip, exported)  # the exported set is stacked on k400 again
+    assert clipadapt.active_sets(again) == ("k400", "default")
     clips = video_clips(2).repeat_interleave(4, dim=1)[:, :8]
     with torch.no_grad():
         assert torch.equal(model(clips)["fused"], again(clips)["fused"])
