@@ -167,6 +167,20 @@ def test_a_mixed_batch_gives_each_video_what_it_gets_alone_with_its_sets(family,
         torch.testing.assert_close(mixed[i * FRAMES:(i + 1) * FRAMES], alone, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", BUILDERS)
+def test_a_mixed_batch_of_sets_sharing_every_site_gives_each_video_its_own_set(family):
+    plan = [(name, which, layer) for name in ("a", "b") for which in range(len(HOOK_ADAPTERS) - 1) for layer in (0, 1)]
+    model = inject_plan(BUILDERS[family](), plan)
+    per_video = ["a", "b", None, ["b", "a"], "a"]
+    images = video_batch(len(per_video), seed=6)
+    with torch.no_grad(), clipadapt.frames(model, FRAMES, sets=per_video):
+        mixed = model.encode_image(images)
+    for i, chosen in enumerate(per_video):
+        clipadapt.activate(model, *([] if chosen is None else [chosen] if isinstance(chosen, str) else chosen))
+        alone = outputs(model, images[i * FRAMES:(i + 1) * FRAMES], text=False)
+        torch.testing.assert_close(mixed[i * FRAMES:(i + 1) * FRAMES], alone, rtol=0, atol=1e-6)
+
+
 # ---- stacking order --------------------------------------------------------------------------
 
 
