@@ -115,10 +115,50 @@ def mixed_batch_section(args) -> None:
               "disabled / frozen": medians["disabled"] / medians["frozen"], "mixed / one set": medians["mixed"] / medians["one set"]}
     for name, value in ratios.items():
         console.print(f"{name}: {value:.3f}")
+    overhead = disabled_overhead(args.sets)
+    console.print(f"{args.sets} inactive sets, tiny 12-block ViT, 8 images, median of 200: frozen {overhead['frozen'] * 1e6:.0f} µs, "
+                  f"inactive {overhead['inactive'] * 1e6:.0f} µs ({overhead['per_block'] * 1e6:+.1f} µs per block); "
+                  f"entering and leaving `disabled`: {overhead['enter and leave disabled'] * 1e6:.0f} µs")
     path = write_json("bench_inject_mixed", {"arch": args.arch, "frames": args.frames, "videos": args.videos, "sets": args.sets,
                                              "width": args.width, "repeats": args.repeats, "seconds": times, "median": medians,
-                                             "ratios": ratios}, args.out)
+                                             "ratios": ratios, "disabled_overhead": overhead}, args.out)
     console.print(f"wrote {path}")
+
+
+def disabled_overhead(num_sets: int, repeats: int = 200) -> dict:
+    """What `num_sets` inactive TED sets cost a small forward, where the hooks' own time shows:
+    a 12-block width-64 ViT on 8 images of 32 px, frozen vs injected with no set active; and
+    what entering and leaving ``clipadapt.disabled`` costs."""
+    import open_clip
+
+    def tiny():
+        torch.manual_seed(0)
+        return open_clip.CLIP(embed_dim=32, vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=12, head_width=32),
+                              text_cfg=dict(context_length=16, vocab_size=100, width=32, layers=1, heads=2)).eval()
+
+    frozen, model = tiny(), tiny()
+    for i in range(num_sets):
+        clipadapt.inject(model, "ted", layers="all", width=16, adapter_set=f"task{i}")
+    clipadapt.freeze(frozen)  # the same requires_grad flags on both
+    clipadapt.activate(model)  # every set inactive (what `disabled` sets, without entering it per call)
+    images = torch.randn(8, 3, 32, 32)
+
+    def run_frozen():
+        return frozen.encode_image(images)
+
+    def run_inactive():
+        with clipadapt.frames(model, 8):
+            return model.encode_image(images)
+
+    def enter_disabled():
+        with clipadapt.disabled(model):
+            pass
+
+    with torch.no_grad():
+        assert torch.equal(run_inactive(), run_frozen())
+        times = interleaved({"frozen": run_frozen, "inactive": run_inactive, "enter and leave disabled": enter_disabled}, repeats)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {**medians, "per_block": (medians["inactive"] - medians["frozen"]) / 12}
 
 
 def main() -> None:
