@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import timeit
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -118,7 +119,9 @@ def mixed_batch_section(args) -> None:
     overhead = disabled_overhead(args.sets)
     console.print(f"{args.sets} inactive sets, tiny 12-block ViT, 8 images, median of 200: frozen {overhead['frozen'] * 1e6:.0f} µs, "
                   f"inactive {overhead['inactive'] * 1e6:.0f} µs ({overhead['per_block'] * 1e6:+.1f} µs per block); "
-                  f"entering and leaving `disabled`: {overhead['enter and leave disabled'] * 1e6:.0f} µs")
+                  f"entering and leaving `disabled`: {overhead['enter and leave disabled'] * 1e6:.0f} µs; "
+                  f"per block, the input capture {overhead['hook_seconds']['capture'] * 1e6:.2f} µs and the dispatcher "
+                  f"{overhead['hook_seconds']['dispatcher'] * 1e6:.2f} µs a call")
     path = write_json("bench_inject_mixed", {"arch": args.arch, "frames": args.frames, "videos": args.videos, "sets": args.sets,
                                              "width": args.width, "repeats": args.repeats, "seconds": times, "median": medians,
                                              "ratios": ratios, "disabled_overhead": overhead}, args.out)
@@ -158,7 +161,17 @@ def disabled_overhead(num_sets: int, repeats: int = 200) -> dict:
         assert torch.equal(run_inactive(), run_frozen())
         times = interleaved({"frozen": run_frozen, "inactive": run_inactive, "enter and leave disabled": enter_disabled}, repeats)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    return {**medians, "per_block": (medians["inactive"] - medians["frozen"]) / 12}
+    # the hooks' own time in one block with no set active: its input capture and its dispatcher
+    hooks = model.__dict__["_clipadapt"].blocks[model.visual.transformer.resblocks[0]]
+    capture = next(iter(model.visual.transformer.resblocks[0]._forward_pre_hooks.values()))
+    dispatcher = hooks.dispatchers["pre_mlp"][0]
+    tokens = torch.randn(8, 17, 64)
+    calls = 20000
+    hook_seconds = {
+        "capture": timeit.timeit(lambda: capture(None, (tokens,), {}), number=calls) / calls,
+        "dispatcher": timeit.timeit(lambda: dispatcher.pre_mlp(None, (tokens,), tokens), number=calls) / calls,
+    }
+    return {**medians, "per_block": (medians["inactive"] - medians["frozen"]) / 12, "hook_seconds": hook_seconds}
 
 
 def main() -> None:
