@@ -452,16 +452,34 @@ def eval_command(
     checkpoint: Path = typer.Argument(..., help="a training checkpoint (runs/NAME/checkpoints/best.pt)"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
     split: str = typer.Option("test", help="test | val | train"),
+    adapter_set: str = typer.Option(None, "--adapter-set", help="evaluate with each of these adapter sets active in turn, "
+                                    "comma-separated (a+b stacks a and b): one table"),
 ) -> None:
     """Evaluate a checkpoint on the recipe's test set: multi-view fusion, top-1/top-5 per head and fused."""
-    from clipadapt.engine.tasks import evaluate_checkpoint
+    from clipadapt.engine.tasks import evaluate_adapter_sets, evaluate_checkpoint
 
     from clipadapt.recipes import require_data
 
     loaded = _load(recipe, overrides)
     require_data(loaded, (split,))
+    if adapter_set:
+        per_set = evaluate_adapter_sets(loaded, checkpoint, [s.strip() for s in adapter_set.split(",") if s.strip()], split)
+        console.print(_sets_table(f"{loaded.name}: {loaded.eval.clips}×{loaded.eval.crops} views, per adapter set", per_set))
+        return
     metrics = evaluate_checkpoint(loaded, checkpoint, split)
     console.print(_metrics_table(f"{loaded.name}: {metrics.get('num_videos', 0)} videos, {loaded.eval.clips}×{loaded.eval.crops} views", metrics))
+
+
+def _sets_table(title: str, per_set: dict) -> Table:
+    """One row per head, a top-1 column per adapter set."""
+    table = Table(title=title)
+    table.add_column("head")
+    for name, metrics in per_set.items():
+        table.add_column(f"{name} top-1 ({metrics.get('num_videos', 0)} videos)", justify="right")
+    heads = sorted({key.split("/")[0] for m in per_set.values() for key in m if key.endswith("/top1")}, key=lambda h: (h == "fused", h))
+    for head in heads:
+        table.add_row(head, *(f"{m[f'{head}/top1']:.2f}" if f"{head}/top1" in m else "" for m in per_set.values()))
+    return table
 
 
 @app.command()
@@ -501,6 +519,8 @@ def predict(
     classes: str = typer.Option(None, help="zero-shot among these names: comma-separated, or a file with one per line"),
     top_k: int = typer.Option(5, min=1, help="how many classes to show (at least 1)"),
     frames: int = typer.Option(None, help="frames per clip (default: the checkpoint's recipe)"),
+    adapter_set: str = typer.Option(None, "--adapter-set", help="the adapter set(s) to run, comma-separated in stacking order "
+                                    "(default: those active when training ended)"),
 ) -> None:
     """Top-k classes of video files, from a trained checkpoint or zero-shot among given names."""
     from clipadapt.engine.checkpoint import load_checkpoint
@@ -512,6 +532,10 @@ def predict(
         names = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else [c.strip() for c in classes.split(",") if c.strip()]
     data = load_checkpoint(checkpoint)["recipe"]["data"]
     model = load_trained(checkpoint)
+    if adapter_set:
+        from clipadapt.sets import activate
+
+        activate(model, *[s.strip() for s in adapter_set.split(",") if s.strip()])
     results = predict_videos(model, videos, num_frames=frames or data["frames"], size=data["size"], sampling=data["sampling"],
                              stride=data["stride"], top_k=top_k, classnames=names)
     for video, top in zip(videos, results):
@@ -569,11 +593,12 @@ def prepare(
 def export(
     checkpoint: Path = typer.Argument(..., help="a training checkpoint or a run directory"),
     out: Path = typer.Argument(..., help="the adapter file to write (.safetensors)"),
+    adapter_set: str = typer.Option(None, "--adapter-set", help="write this adapter set only (with the heads and pooling)"),
 ) -> None:
     """Write the adapters, pooling and heads of a trained run to a safetensors adapter file."""
     from clipadapt.engine.tasks import export_adapters
 
-    path = export_adapters(checkpoint, out)
+    path = export_adapters(checkpoint, out, adapter_set)
     console.print(f"wrote {path}", markup=False)
 
 

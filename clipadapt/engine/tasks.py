@@ -34,19 +34,26 @@ def load_exported(path: str | Path, classnames: Sequence[str] | None = None):
     from clipadapt.models import VideoCLIP, build_clip
     from clipadapt.saving import read_metadata
 
-    recipe = read_metadata(path)["recipe"]
+    meta = read_metadata(path)
+    recipe = meta["recipe"]
     if recipe is None:
         raise ValueError(f"{path} stores no recipe to build its backbone from; build the CLIP yourself and "
                          "call clipadapt.VideoCLIP.from_adapters(clip, path)")
     if not recipe["model"].get("weights"):
         raise ValueError(f"{path} was trained on a backbone with random weights (model.weights: null), which an "
                          "adapter file does not hold; load the training checkpoint instead")
-    return VideoCLIP.from_adapters(build_clip(recipe["model"]), path, classnames)
+    clip = build_clip(recipe["model"])
+    if meta["stacked_on"] and recipe["model"].get("init_adapters"):  # one set of a run that started from others
+        from clipadapt.models.init_adapters import init_adapter_sets
+
+        init_adapter_sets(clip, recipe["model"]["init_adapters"])
+    return VideoCLIP.from_adapters(clip, path, classnames)
 
 
-def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
+def export_adapters(checkpoint: str | Path, out: str | Path, adapter_set: str | None = None) -> Path:
     """Write the adapters, pooling and heads of a trained run (a checkpoint or run directory) to
-    the safetensors adapter file `out`, with the video model's spec and the run's recipe.
+    the safetensors adapter file `out`, with the video model's spec and the run's recipe; with
+    `adapter_set`, that set's adapters only (`clipadapt.save_adapters`).
 
     Example:
         >>> export_adapters("runs/quickstart/m2clip", "m2clip.safetensors")   # doctest: +SKIP
@@ -59,7 +66,7 @@ def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export writes safetensors: give an output path ending in .safetensors, not {str(out)!r}")
-    return save_adapters(load_trained(checkpoint), out, recipe=load_checkpoint(checkpoint)["recipe"])
+    return save_adapters(load_trained(checkpoint), out, recipe=load_checkpoint(checkpoint)["recipe"], adapter_set=adapter_set)
 
 
 def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None):
@@ -142,6 +149,26 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path, split: str = "te
     if model.classnames and dataset.classnames and len(model.classnames) != len(dataset.classnames):
         raise ValueError(f"{checkpoint} was trained on {len(model.classnames)} classes, the {split} set has {len(dataset.classnames)}")
     return evaluate(model, _loader(recipe, dataset), **eval_options(recipe), clips_per_forward=recipe.data.batch_size)
+
+
+def evaluate_adapter_sets(recipe: Recipe, checkpoint: str | Path, adapter_sets: Sequence[str], split: str = "test") -> dict:
+    """:func:`evaluate_checkpoint` with each of `adapter_sets` active in turn (one model load):
+    ``{set: metrics}``. An entry ``"a+b"`` stacks sets ``a`` and ``b``.
+
+    Example:
+        >>> evaluate_adapter_sets(recipe, "runs/ssv2/checkpoints/best.pt", ["k400", "k400+default"])  # doctest: +SKIP
+    """
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.sets import activate
+
+    check_model_matches(recipe, checkpoint)
+    dataset = build_dataset(recipe, split)
+    model = load_trained(checkpoint)
+    results = {}
+    for entry in adapter_sets:
+        activate(model, *entry.split("+"))
+        results[entry] = evaluate(model, _loader(recipe, dataset), **eval_options(recipe), clips_per_forward=recipe.data.batch_size)
+    return results
 
 
 def frozen_clip(recipe: Recipe, classnames: Sequence[str]):

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from clipadapt.data.transforms import normalize_video
+from clipadapt.sets import check_active_training
 
 from . import distributed
 from .checkpoint import (
@@ -200,6 +201,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.num_batches / self.accumulate)
         # an evaluation forward holds as many clips as a training batch, whatever the views per video
         self.eval_clips_per_forward = getattr(getattr(train_loader, "loader", None), "batch_size", None)
+        check_active_training(self.model)
         self.optimizer = build_optimizer(self.model, recipe.optim)
         self.scheduler = build_scheduler(
             self.optimizer, steps_per_epoch=self.steps_per_epoch, epochs=recipe.schedule.epochs,
