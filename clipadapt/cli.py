@@ -496,24 +496,21 @@ def zeroshot(
 @app.command()
 @_user_errors
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a training checkpoint"),
+    checkpoint: Path = typer.Argument(..., help="a run directory, a training checkpoint or an exported adapter file"),
     videos: list[Path] = typer.Argument(..., help="video files"),
     classes: str = typer.Option(None, help="zero-shot among these names: comma-separated, or a file with one per line"),
     top_k: int = typer.Option(5, min=1, help="how many classes to show (at least 1)"),
     frames: int = typer.Option(None, help="frames per clip (default: the checkpoint's recipe)"),
 ) -> None:
     """Top-k classes of video files, from a trained checkpoint or zero-shot among given names."""
-    from clipadapt.engine.checkpoint import load_checkpoint
     from clipadapt.engine.tasks import load_trained, predict as predict_videos
 
     names = None
     if classes:
         path = Path(classes)
         names = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else [c.strip() for c in classes.split(",") if c.strip()]
-    data = load_checkpoint(checkpoint)["recipe"]["data"]
-    model = load_trained(checkpoint)
-    results = predict_videos(model, videos, num_frames=frames or data["frames"], size=data["size"], sampling=data["sampling"],
-                             stride=data["stride"], top_k=top_k, classnames=names)
+    model = load_trained(checkpoint)  # keeps its recipe: clips are sampled as in training
+    results = predict_videos(model, videos, num_frames=frames, top_k=top_k, classnames=names)
     for video, top in zip(videos, results):
         table = Table(title=str(video))
         table.add_column("class")

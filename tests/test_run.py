@@ -122,6 +122,49 @@ def test_predict_names_classes_of_video_files(quickstart):
     assert abs(sum(p for _, p in zero_shot) - 1) < 0.003
 
 
+def test_python_predict_on_a_loaded_run_samples_its_clips_as_the_run_did(quickstart):
+    import torch
+
+    from clipadapt import load_trained
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.data.transforms import normalize_video
+    from clipadapt.engine.tasks import predict
+    from clipadapt.recipes import load_recipe
+
+    out, _ = quickstart
+    model = load_trained(out / "m2clip")  # a 32-pixel model: the function's old 224-pixel default crashed
+    dataset = build_dataset(load_recipe("quickstart", [*SMALL, f"output_dir={out}"]), "test")
+    item = dataset[0]  # the evaluation pipeline's clip of the same video, one view
+    with torch.no_grad():
+        expected = model(normalize_video(item["video"], torch.device("cpu")).reshape(-1, *item["video"].shape[-4:]))["fused"][0]
+    (top,) = predict(model, [dataset.path(0)], top_k=4)
+    assert [name for name, _ in top] == [model.classnames[i] for i in expected.argsort(descending=True).tolist()]
+    assert [p for _, p in top] == pytest.approx(expected.sort(descending=True).values.tolist(), abs=1e-6)
+
+
+def test_rerunning_a_finished_run_keeps_its_recorded_durations(quickstart):
+    out, _ = quickstart
+    before = json.loads((out / "summary.json").read_text())
+    result = runner.invoke(app, ["run", "quickstart", *SMALL, f"output_dir={out}"])
+    assert result.exit_code == 0, result.output
+    assert "is a finished run" in result.output
+    assert json.loads((out / "summary.json").read_text()) == before
+
+
+def test_a_fresh_start_onto_an_earlier_runs_checkpoint_is_refused_naming_the_flag(quickstart, tmp_path):
+    import shutil
+
+    out, _ = quickstart
+    shutil.copytree(out / "m2clip" / "checkpoints", tmp_path / "checkpoints")
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    result = runner.invoke(app, ["run", "quickstart", *SMALL, "compare={}", "resume=null", f"output_dir={tmp_path}",
+                                 f"data.root={out / 'data'}"])
+    assert result.exit_code == 1, result.output
+    assert f"holds the checkpoint {tmp_path / 'checkpoints' / 'last.pt'} of an earlier run" in " ".join(result.output.split())
+    assert "resume=auto" in result.output and "--retrain" in result.output
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
 def test_run_with_a_bad_override_names_the_key(tmp_path):
     result = runner.invoke(app, ["run", "quickstart", "optim.lrr=1", f"output_dir={tmp_path}"])
     assert result.exit_code == 1

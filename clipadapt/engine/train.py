@@ -318,6 +318,12 @@ class Trainer:
         if path is not None:
             self.resume(path)
         else:
+            earlier = find_resume(self.output_dir)
+            if earlier is not None:  # a fresh start would overwrite it: the user must say so
+                raise FileExistsError(
+                    f"{self.output_dir} holds the checkpoint {earlier} of an earlier run, which a fresh start "
+                    "would overwrite: continue it with resume=auto, or start over with --retrain (clipadapt run), "
+                    "which replaces it, or use another output_dir")
             seed_everything(self.recipe.seed + self.rank)
             stale = checkpoint_dir(self.output_dir) / "best.pt"
             if self.is_main and stale.is_file():  # a fresh run's best is its own, never an earlier run's
