@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import os
 import signal
 import threading
 import time
@@ -295,7 +296,11 @@ class Trainer:
             yield
             return
 
+        owner = os.getpid()
+
         def request_stop(signum, frame):
+            if os.getpid() != owner:  # a DataLoader worker (forked with this handler): the main process answers
+                return
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
