@@ -300,6 +300,24 @@ def test_export_writes_an_adapter_file_that_rebuilds_the_trained_video_model(qui
         clipadapt.load_trained(exported)
 
 
+def test_export_follows_the_umask_and_never_replaces_a_file(quickstart, tmp_path):
+    import os
+
+    out, _ = quickstart
+    exported = tmp_path / "m2clip.safetensors"
+    previous = os.umask(0o022)
+    try:
+        first = runner.invoke(app, ["export", str(out / "m2clip"), str(exported)])
+    finally:
+        os.umask(previous)
+    assert first.exit_code == 0, first.output
+    assert exported.stat().st_mode & 0o777 == 0o644  # as checkpoints: 0666 less the umask, not safetensors' 0600
+    before = exported.read_bytes()
+    again = runner.invoke(app, ["export", str(out / "m2clip"), str(exported)])
+    assert again.exit_code == 1 and again.output.strip() == f"error: {exported} exists; choose another destination or remove it first"
+    assert exported.read_bytes() == before
+
+
 @pytest.mark.parametrize("family", ["hf", "openai_clip"])
 def test_the_reduced_quickstart_runs_and_counts_flops_on_other_families(family, tmp_path):
     result = runner.invoke(app, ["run", "quickstart", *SMALL, "schedule.epochs=1", "compare={}", f"model.family={family}",

@@ -61,6 +61,8 @@ def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export writes safetensors: give an output path ending in .safetensors, not {str(out)!r}")
+    if out.exists():  # as `clipadapt cp`: an export never replaces a file
+        raise FileExistsError(f"{out} exists; choose another destination or remove it first")
     return save_adapters(load_trained(checkpoint), out, recipe=load_checkpoint(checkpoint)["recipe"])
 
 
