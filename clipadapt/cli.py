@@ -87,6 +87,20 @@ def _one_line(error: BaseException) -> str:
     return " ".join(lines) if lines else type(error).__name__
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")  # dotted.key=value
+
+
+def _take_overrides(arguments) -> tuple[list[str], list[str]]:
+    """Split positional `arguments` into the command's own (files, checkpoints) and
+    ``dotted.key=value`` overrides, wherever the user put them; an argument that looks like an
+    override but names an existing file stays a file."""
+    own, overrides = [], []
+    for value in arguments:
+        text = str(value)
+        (overrides if OVERRIDE.match(text) and not Path(text).exists() else own).append(text)
+    return own, overrides
+
+
 def _resume_command() -> str:
     import shlex
     import sys
@@ -449,7 +463,7 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 @_user_errors
 def eval_command(
     recipe: str = typer.Argument(..., help="the recipe whose data and eval sections to use"),
-    checkpoint: Path = typer.Argument(..., help="a training checkpoint (runs/NAME/checkpoints/best.pt)"),
+    checkpoint: str = typer.Argument(..., metavar="CHECKPOINT", help="a training checkpoint (runs/NAME/checkpoints/best.pt)"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
     split: str = typer.Option("test", help="test | val | train"),
 ) -> None:
@@ -458,6 +472,10 @@ def eval_command(
 
     from clipadapt.recipes import require_data
 
+    own, overrides = _take_overrides([checkpoint, *(overrides or [])])
+    if len(own) != 1:
+        raise ValueError(f"eval takes one CHECKPOINT besides key=value overrides; got {len(own)}: {', '.join(own) or 'none'}")
+    checkpoint = Path(own[0])
     loaded = _load(recipe, overrides)
     require_data(loaded, (split,))
     metrics = evaluate_checkpoint(loaded, checkpoint, split)
@@ -468,15 +486,17 @@ def eval_command(
 @_user_errors
 def zeroshot(
     recipe: str = typer.Argument(..., help="a zero-shot recipe (m2clip_zeroshot_ucf101, ...)"),
-    checkpoint: Path = typer.Argument(None, help="a training checkpoint; none: the recipe's model untrained"),
+    checkpoint: str = typer.Argument(None, metavar="[CHECKPOINT]", help="a training checkpoint; none: the recipe's model untrained"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
     splits: str = typer.Option("1,2,3", help="comma-separated official splits (UCF101, HMDB51)"),
 ) -> None:
     """Classify the videos of new classes without retraining; mean ± population std over splits."""
     from clipadapt.engine.tasks import zero_shot
 
-    if checkpoint is not None and "=" in checkpoint.name:  # no checkpoint given: that was an override
-        overrides, checkpoint = [str(checkpoint), *(overrides or [])], None
+    own, overrides = _take_overrides([*([checkpoint] if checkpoint else []), *(overrides or [])])
+    if len(own) > 1:
+        raise ValueError(f"zeroshot takes at most one CHECKPOINT besides key=value overrides; got {len(own)}: {', '.join(own)}")
+    checkpoint = Path(own[0]) if own else None
     loaded = _load(recipe, overrides)
     from clipadapt.recipes import dataset_source
 
@@ -497,19 +517,34 @@ def zeroshot(
 @_user_errors
 def predict(
     checkpoint: Path = typer.Argument(..., help="a run directory, a training checkpoint or an exported adapter file"),
-    videos: list[Path] = typer.Argument(..., help="video files"),
+    videos: list[str] = typer.Argument(..., metavar="VIDEO...", help="video files, and data.* overrides of how clips are sampled"),
     classes: str = typer.Option(None, help="zero-shot among these names: comma-separated, or a file with one per line"),
     top_k: int = typer.Option(5, min=1, help="how many classes to show (at least 1)"),
     frames: int = typer.Option(None, help="frames per clip (default: the checkpoint's recipe)"),
 ) -> None:
     """Top-k classes of video files, from a trained checkpoint or zero-shot among given names."""
     from clipadapt.engine.tasks import load_trained, predict as predict_videos
+    from clipadapt.recipes import RecipeError, apply_overrides
+    from clipadapt.recipes import validate as validate_recipe
 
+    videos, overrides = _take_overrides(videos)
+    changing = [override for override in overrides if not override.startswith("data.")]
+    if changing:
+        raise ValueError(f"predict takes data.* overrides (how clips are sampled) only: {changing[0]!r} would change the trained model")
+    if not videos:
+        raise ValueError("predict needs at least one VIDEO file")
     names = None
     if classes:
         path = Path(classes)
         names = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else [c.strip() for c in classes.split(",") if c.strip()]
     model = load_trained(checkpoint)  # keeps its recipe: clips are sampled as in training
+    if overrides:  # checked as a recipe's values would be; the rest of the stored recipe is as trained
+        changed = apply_overrides(model.recipe, overrides)
+        keys = tuple(override.partition("=")[0] for override in overrides)
+        errors = [error for error in validate_recipe(changed, plugins=False) if error.path.startswith(keys)]
+        if errors:
+            raise RecipeError(errors, source=str(checkpoint))
+        model.recipe = changed
     results = predict_videos(model, videos, num_frames=frames, top_k=top_k, classnames=names)
     for video, top in zip(videos, results):
         table = Table(title=str(video))

@@ -165,6 +165,24 @@ def test_a_fresh_start_onto_an_earlier_runs_checkpoint_is_refused_naming_the_fla
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_key_value_arguments_are_overrides_wherever_they_stand(quickstart):
+    out, _ = quickstart
+    checkpoint = str(out / "m2clip" / "checkpoints" / "last.pt")
+    # an override whose value is a path, where the optional checkpoint could stand
+    frozen = runner.invoke(app, ["zeroshot", "quickstart", f"output_dir={out}", *SMALL])
+    assert frozen.exit_code == 0 and "top-1" in frozen.output, frozen.output
+    before = runner.invoke(app, ["eval", "quickstart", checkpoint, *SMALL, f"output_dir={out}"])
+    after = runner.invoke(app, ["eval", "quickstart", f"output_dir={out}", *SMALL, checkpoint])
+    assert before.exit_code == after.exit_code == 0 and before.output == after.output, after.output
+    video = str(next((out / "data" / "videos").glob("*.mp4")))
+    sampled = runner.invoke(app, ["predict", checkpoint, video, "data.sampling=dense", "data.stride=1"])
+    assert sampled.exit_code == 0 and "probability" in sampled.output, sampled.output
+    refused = runner.invoke(app, ["predict", checkpoint, video, "model.arch=ViT-L-14"])
+    assert refused.exit_code == 1 and "predict takes data.* overrides (how clips are sampled) only" in refused.output
+    bad = runner.invoke(app, ["predict", checkpoint, video, "data.frames=0"])
+    assert bad.exit_code == 1 and "data.frames" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+
+
 def test_run_with_a_bad_override_names_the_key(tmp_path):
     result = runner.invoke(app, ["run", "quickstart", "optim.lrr=1", f"output_dir={tmp_path}"])
     assert result.exit_code == 1
