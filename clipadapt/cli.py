@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from clipadapt.terminal import print_table
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn any CLIP into a video model with small adapters.")
 console = Console()
 
@@ -236,7 +238,7 @@ def ls(kind: str = typer.Argument(..., help="adapters | heads | backbones | reci
     table.add_column("description")
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    print_table(table, console)
 
 
 def recipe_description(path: Path) -> str:
@@ -324,7 +326,7 @@ def inspect(name: str = typer.Argument(..., help="an open_clip config (ViT-B-16)
         grid = "x".join(map(str, t["grid"])) if t["grid"] else "-"
         cls_index = "-" if t["cls_index"] is None else str(t["cls_index"])
         table.add_row(tower, str(t["blocks"]), str(t["width"]), t["layout"], cls_index, str(t["prefix_tokens"]), grid)
-    console.print(table)
+    print_table(table, console)
     sites = next(iter(info["towers"].values()))["sites"]
     console.print(f"sites in every block: {', '.join(sites)}")
 
@@ -479,7 +481,7 @@ def eval_command(
     loaded = _load(recipe, overrides)
     require_data(loaded, (split,))
     metrics = evaluate_checkpoint(loaded, checkpoint, split)
-    console.print(_metrics_table(f"{loaded.name}: {metrics.get('num_videos', 0)} videos, {loaded.eval.clips}×{loaded.eval.crops} views", metrics))
+    print_table(_metrics_table(f"{loaded.name}: {metrics.get('num_videos', 0)} videos, {loaded.eval.clips}×{loaded.eval.crops} views", metrics), console)
 
 
 @app.command()
@@ -509,7 +511,7 @@ def zeroshot(
     for split, metrics in result["splits"].items():
         table.add_row(str(split), str(metrics["num_videos"]), f"{metrics['zeroshot/top1']:.2f}",
                       *([f"{metrics['zeroshot/top5']:.2f}"] if with_top5 else []))
-    console.print(table)
+    print_table(table, console)
     console.print(f"top-1 {result['top1_mean']:.2f} ± {result['top1_std']:.2f} (mean ± population std over {len(chosen)} split(s))")
 
 
@@ -552,7 +554,7 @@ def predict(
         table.add_column("probability", justify="right")
         for name, probability in top:
             table.add_row(name, f"{probability:.3f}")
-        console.print(table)
+        print_table(table, console)
 
 
 @app.command()

@@ -54,6 +54,9 @@ def test_quickstart_output_reads_well_when_piped(quickstart):
     assert "quickstart: test accuracy of m2clip, frame_mean_baseline after 2 epochs" in words
     assert "quickstart/m2clip: 2 epochs" in words and "quickstart/frame_mean_baseline: 2 epochs" in words
     assert "top-5" not in output  # 4 classes: top-5 would always be 100%
+    assert "…" not in output  # piped: tables are printed whole, not cut at 80 columns
+    evals = [line for line in lines if line.startswith("eval epoch ")]
+    assert evals and all(line.rstrip().endswith(")") for line in evals)  # one line each, not wrapped
 
 
 def test_a_second_run_says_it_reuses_the_generated_data(quickstart, tmp_path):

@@ -14,6 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from clipadapt.terminal import print_table
+
 from clipadapt.recipes import Recipe, dataset_source, load_recipe, require_data
 from clipadapt.recipes.files import read_yaml_file
 from clipadapt.engine import distributed
@@ -182,7 +184,7 @@ def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console:
     if distributed.is_main():
         base_dir.mkdir(parents=True, exist_ok=True)
         (base_dir / "summary.json").write_text(json.dumps({**summary, "seconds": seconds}, indent=2))
-        console.print(summary_table(recipe, summary))
+        print_table(summary_table(recipe, summary), console)
         console.print(f"wrote {base_dir / 'summary.json'} ({_duration(seconds)} in all)", highlight=False)
     return {**summary, "seconds": seconds}
 

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from clipadapt.data.transforms import normalize_video
+from clipadapt.terminal import print_table
 
 from . import distributed
 from .checkpoint import (
@@ -486,7 +487,7 @@ class Trainer:
             from rich.console import Console
 
             self.console = Console()
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, soft_wrap=True)  # a long line stays one line in a log
 
     def _progress_bar(self, epoch: int, skip: int):
         if self.console is None:
@@ -528,4 +529,4 @@ class Trainer:
             from rich.console import Console
 
             self.console = Console()
-        self.console.print(table)
+        print_table(table, self.console)
