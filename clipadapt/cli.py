@@ -219,9 +219,20 @@ def _user_errors(command):
     return wrapper
 
 
+def plain_text(text: str) -> str:
+    """Docstring markup as a reader of a listing wants it: ``code``, `name` and :role:`name` as plain words.
+
+    Example:
+        >>> plain_text("the delta is ``up(act(down(x)))``; see :class:`clipadapt.Adapter` and `frames`")
+        'the delta is up(act(down(x))); see clipadapt.Adapter and frames'
+    """
+    text = re.sub(r":[\w:]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``|`([^`]+)`", lambda match: match.group(1) or match.group(2), text)
+
+
 def _first_line(obj) -> str:
     doc = (obj.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return plain_text(doc.splitlines()[0]) if doc else ""
 
 
 @app.command("ls")
