@@ -116,7 +116,9 @@ class SiteHook:
 
 
 def hook_site(site: str, block: Block, adapter: nn.Module, ctx, seq_first: bool) -> RemovableHandle:
-    """Register the hook that realises `site` for one adapter in one block."""
+    """Register the hook that realises `site` for one adapter in one block; a site the block's
+    layout cannot hold exactly (`Block.refusals`) is refused with the reason."""
+    block.refuse(site, f"adapter {ctx.adapter_name!r} in {ctx.tower} block {ctx.layer}")
     hook = SiteHook(adapter, ctx, seq_first)
     if site == "pre_attn":
         return block.module.register_forward_pre_hook(hook.pre_attn, with_kwargs=True)

@@ -47,6 +47,11 @@ class Block:
             block's attention with keys and values from `memory`; ``None`` where the family's
             attention cannot take them apart.
         projections: the attention's projection weights (LoRA's targets).
+        refusals: what cannot be done exactly on this block's layout, and why: a site name
+            (``mlp_parallel`` on a post-norm block, whose MLP reads the residual stream with no
+            norm of its own) or ``attend`` (re-running the attention alone, e.g. on temporal
+            tokens, where it rotates queries and keys by their patch position). The engine
+            refuses such an injection with the reason.
     """
 
     module: nn.Module
@@ -58,6 +63,17 @@ class Block:
     attend: Callable[[torch.Tensor], torch.Tensor]
     cross_attend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     projections: tuple[Projection, ...] = ()
+    refusals: dict[str, str] = field(default_factory=dict)
+
+    def refuse(self, what: str, who: str) -> None:
+        """Raise the one-line refusal of `what` (a site or ``attend``) for `who`, if there is one.
+
+        Example:
+            >>> block.refuse("mlp_parallel", "adapter 'aim' in visual block 3")
+        """
+        reason = self.refusals.get(what)
+        if reason:
+            raise ValueError(f"{who}: {what} is not exact on this {type(self.module).__name__}: {reason}")
 
 
 @dataclass(eq=False)
