@@ -242,3 +242,41 @@ def test_vc_reads_the_attention_pool_of_a_model_that_does_not_pool_by_the_class_
     loss = model(video, torch.tensor([0, 2]))["loss"]
     loss.backward()
     assert model.decoder.heads["vc"].fc.weight.grad is not None
+
+
+# ---- FLOPs: RoPE, SwiGLU and the attention pool, against torch's FlopCounterMode ----------------
+
+
+@pytest.mark.parametrize("case", ["open_clip:EVA02-B-16", "open_clip:PE-Core-B-16", "timm:vit_base_patch16_siglip_224",
+                                  "timm:eva02_base_patch14_224"])
+def test_flops_of_rope_swiglu_and_the_attention_pool_match_flop_counter_mode(case):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from clipadapt.analysis.flops import flops_report
+
+    model = plain(case)
+    clipadapt.inject(model, "ted", layers="all")
+    report = flops_report(model, num_frames=FRAMES)
+    images = images_for(model, FRAMES)
+    model.train()  # FlopCounterMode sees the math attention kernel only
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        run(model, images)
+    assert report.unsupported_ops == {}
+    # RoPE's rotation is elementwise (zero by the convention, listed); FlopCounterMode counts no norms
+    counted = report.flops_per_view - report.operators_per_view["layer_norm"]
+    assert counted == pytest.approx(counter.get_total_flops() / 2, rel=0.01)
+    if case in ROTARY:
+        assert {"aten::mul", "aten::neg"} <= set(report.ignored_ops)
+
+
+def test_inspect_shows_a_timm_trunks_blocks_and_what_they_refuse():
+    from typer.testing import CliRunner
+
+    from clipadapt.cli import app
+
+    result = CliRunner().invoke(app, ["inspect", "EVA02-B-16"])
+    assert result.exit_code == 0, result.output
+    assert "visual blocks (EvaBlock) hold the sites: pre_attn, attn_out, pre_mlp, mlp_parallel, post_block" in result.output
+    assert "visual refuses attend: its attention rotates queries and keys by their patch position (RoPE)" in result.output
+    assert "14x14" in result.output

@@ -278,18 +278,31 @@ def fingerprint(model: nn.Module, skip: Callable[[str], bool] = lambda name: Fal
 
 
 def describe(model: nn.Module) -> dict:
-    """Towers, blocks, widths, layout, CLS index, patch grid and sites of a model, as a dict."""
+    """Towers, blocks, widths, layout, CLS index, patch grid and sites of a model, as a dict.
+
+    ``sites`` are those every block of the tower holds exactly; ``refused`` names what some block
+    refuses (a site, or ``attend``: re-running its attention alone) and why.
+
+    Example:
+        >>> describe(clip)["towers"]["visual"]["sites"]
+        ['pre_attn', 'attn_out', 'pre_mlp', 'mlp_parallel', 'post_block']
+    """
+    def refused(tower: Tower) -> dict[str, str]:
+        return {what: why for block in tower.blocks for what, why in block.refusals.items()}
+
     return {
         "family": detect(model).family,
         "towers": {
             name: {
                 "blocks": len(t.blocks),
+                "block": type(t.blocks[0].module).__name__ if t.blocks else "-",
                 "width": t.width,
                 "layout": t.layout,
                 "cls_index": t.cls_index,
                 "prefix_tokens": t.num_prefix_tokens,
                 "grid": t.grid,
-                "sites": list(SITES),
+                "sites": [site for site in SITES if site not in refused(t)],
+                "refused": refused(t),
             }
             for name, t in towers_of(model).items()
         },

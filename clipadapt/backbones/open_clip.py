@@ -214,7 +214,7 @@ def quiet_root_logger(level: int = logging.ERROR):
 
 @register_backbone("open_clip")
 class OpenCLIPSpec(BackboneSpec):
-    """open_clip CLIP, CustomTextCLIP, VisionTransformer or TextTransformer (batch-first)."""
+    """open_clip CLIP, CustomTextCLIP, VisionTransformer or TextTransformer, visual timm ViT/Eva trunks (SigLIP, EVA, PE-Core)."""
 
     family = "open_clip"
     looks_for = (
