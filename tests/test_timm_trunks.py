@@ -280,3 +280,38 @@ def test_inspect_shows_a_timm_trunks_blocks_and_what_they_refuse():
     assert "visual blocks (EvaBlock) hold the sites: pre_attn, attn_out, pre_mlp, mlp_parallel, post_block" in result.output
     assert "visual refuses attend: its attention rotates queries and keys by their patch position (RoPE)" in result.output
     assert "14x14" in result.output
+
+
+@pytest.mark.parametrize("case", ["open_clip:EVA02-B-16", "open_clip:PE-Core-B-16"])
+def test_the_m2clip_model_builds_and_trains_every_head_on_an_eva_trunk(case):
+    from clipadapt.models.m2clip import build_m2clip
+
+    clip = plain(case)
+    model = build_m2clip(clip, CLASSNAMES, ted_width=16, text_width=16).train()
+    images = images_for(clip, 2 * FRAMES)
+    out = model(images.reshape(2, FRAMES, *images.shape[1:]), torch.tensor([0, 2]))
+    assert set(out["losses"]) == {"contrastive", "cmc", "cmlm", "vc"}
+    out["loss"].backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and ".adapters.ted" in n)
+
+
+@pytest.mark.parametrize("case", ["open_clip:EVA02-B-16", "timm:vit_base_patch16_siglip_224"])
+def test_gradient_checkpointing_of_a_timm_trunk_gives_the_same_gradients(case):
+    def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+        model = plain(case)
+        torch.manual_seed(0)  # the same adapters in both runs
+        clipadapt.inject(model, "st", layers="all", width=16)
+        for _, _, module in clipadapt.injections(model)[0].modules:  # trained-looking adapters
+            nn.init.normal_(module.up.weight, std=0.1)
+            nn.init.normal_(module.conv.weight, std=0.1)
+        model.set_grad_checkpointing(checkpointing)
+        model.train()
+        with clipadapt.frames(model, FRAMES):
+            out = encode_images(model, images_for(model, 2 * FRAMES))
+        out.sum().backward()  # after frames() has exited: recomputation reads T from the block input
+        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    plain_grads, recomputed = gradients(False), gradients(True)
+    assert plain_grads.keys() == recomputed.keys() and plain_grads
+    for name in plain_grads:
+        torch.testing.assert_close(recomputed[name], plain_grads[name], rtol=1e-5, atol=1e-7, msg=name)
