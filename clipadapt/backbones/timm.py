@@ -86,9 +86,15 @@ def pooled_feature(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
     A model that pools by the class token: the class token of the last block, normalised by
     ``norm`` (``fc_norm`` where ``norm`` is an identity). Any other pooling (SigLIP's and PE-Core's
     attention pool, an average): the pooling's output, the input of ``fc_norm``, then ``fc_norm``.
+    A model without pooling (``global_pool=''``, whose caller pools the tokens) has only its class
+    token, if any.
     """
-    if getattr(model, "global_pool", None) == "token" and getattr(model, "cls_token", None) is not None:
-        return (model.norm if not isinstance(model.norm, nn.Identity) else model.fc_norm), None
+    class_token_norm = model.norm if not isinstance(model.norm, nn.Identity) else model.fc_norm
+    pool = getattr(model, "global_pool", None)
+    if pool == "token" and getattr(model, "cls_token", None) is not None:
+        return class_token_norm, None
+    if not pool and getattr(model, "attn_pool", None) is None:  # no pooling: the model returns its tokens
+        return class_token_norm, None
     return model.fc_norm, model.fc_norm
 
 
