@@ -6,17 +6,19 @@ TED-injected model (hooks), and an inline reference that runs the same blocks an
 modules by hand (no hooks). The hook overhead is hooks / inline − 1.
 
 ``families``: the injected/plain inference ratio of each family's ViT-B/16-sized visual tower
-(random weights, TED in every block), all measured in one run with their forwards interleaved:
+(random weights), plain, with TED in every block, and with a probe whose delta is zero (the
+hooks' own cost), all measured in one run with their forwards interleaved:
 open_clip's own blocks, timm's ``VisionTransformer``, timm's ``Eva`` (RoPE, SwiGLU), open_clip
 with a timm trunk (SigLIP) and Hugging Face ``CLIPVisionModel``. Hooks on timm and Eva blocks
 should cost no more than on open_clip's own.
 
-    python benchmarks/bench_inject.py [--sections hooks,families] [--repeats 5] [--out FILE]
+    python benchmarks/bench_inject.py [--sections hooks,families] [--small] [--repeats 5] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 from pathlib import Path
@@ -53,22 +55,30 @@ FAMILY_MODELS = {
 }
 
 
-def build_family_model(library: str, name: str) -> torch.nn.Module:
-    """A random-weight model `name` of `library` (nothing downloaded)."""
+def build_family_model(library: str, name: str, small: bool) -> torch.nn.Module:
+    """A random-weight model `name` of `library` (nothing downloaded); `small`: the same layout at
+    2 blocks of width 64 on 32 px (`clipadapt.backbones.shrink`), where the hooks' Python work
+    weighs most."""
+    from clipadapt.backbones.shrink import small_open_clip, small_timm
+
     if library == "open_clip":
         import open_clip
 
         from clipadapt.backbones.open_clip import quiet_root_logger
 
+        if small:
+            return small_open_clip(name)
         with quiet_root_logger():
             return open_clip.create_model(name, pretrained=None)
     if library == "timm":
         import timm
 
-        return timm.create_model(name, pretrained=False, num_classes=0)
+        return small_timm(name, num_classes=0) if small else timm.create_model(name, pretrained=False, num_classes=0)
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    return CLIPVisionModel(CLIPVisionConfig(patch_size=16, image_size=224))
+    sizes = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, patch_size=8,
+                 image_size=32) if small else dict(patch_size=16, image_size=224)
+    return CLIPVisionModel(CLIPVisionConfig(**sizes))
 
 
 def encode_images(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -79,46 +89,76 @@ def encode_images(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(images)
 
 
-def family_ratios(frames: int, repeats: int) -> dict:
-    """Median plain and TED-injected forward times of every family in `FAMILY_MODELS`, one round
-    calling each of the ten forwards once, and the injected/plain ratio per family."""
-    images = torch.randn(frames, 3, 224, 224)
+@clipadapt.register_adapter("hook_probe", override=True)
+class HookProbe(clipadapt.Adapter):
+    """A zero delta and no parameters: what it costs is the hooks' own work."""
+
+    sites = ("pre_mlp",)
+
+    def __init__(self, dim: int):
+        super().__init__()
+
+    def forward(self, x, ctx):
+        return x.new_zeros(())
+
+
+FAMILY_ADAPTERS = {"ted": {"width": 384}, "hook_probe": {}}
+
+
+def family_ratios(frames: int, repeats: int, small: bool = False) -> dict:
+    """Median forward times of every family in `FAMILY_MODELS`, plain and with each adapter of
+    `FAMILY_ADAPTERS` in every visual block (one round calls each forward once), and the
+    injected/plain ratio per family and adapter."""
+    size = 32 if small else 224
+    images = torch.randn(frames, 3, size, size)
     runs = {}
     for label, (library, name) in FAMILY_MODELS.items():
         torch.manual_seed(0)
-        plain = build_family_model(library, name).eval()
-        adapted = build_family_model(library, name).eval()
-        adapted.load_state_dict(plain.state_dict())
-        handle = clipadapt.inject(adapted, "ted", tower="visual", layers="all", width=384)
-        for _, _, module in handle.modules:  # trained-looking adapters: the convolutions are no longer zero
-            for param in module.parameters():
-                torch.nn.init.normal_(param, std=0.02)
-
-        def run_plain(model=plain):
-            return encode_images(model, images)
-
-        def run_adapted(model=adapted):
-            with clipadapt.frames(model, frames):
-                return encode_images(model, images)
-
-        runs[f"{label} plain"], runs[f"{label} ted"] = run_plain, run_adapted
+        plain = build_family_model(library, name, small).eval()
+        runs[f"{label} | plain"] = functools.partial(encode_images, plain, images)
+        for adapter, options in FAMILY_ADAPTERS.items():
+            adapted = build_family_model(library, name, small).eval()
+            adapted.load_state_dict(plain.state_dict())
+            if small and "width" in options:
+                options = {**options, "width": 16}
+            handle = clipadapt.inject(adapted, adapter, tower="visual", layers="all", **options)
+            for _, _, module in handle.modules:  # trained-looking adapters: the convolutions are no longer zero
+                for param in module.parameters():
+                    torch.nn.init.normal_(param, std=0.02)
+            runs[f"{label} | {adapter}"] = functools.partial(encode_frames, adapted, images, frames)
     with torch.no_grad():
         times = interleaved(runs, repeats)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    ratios = {label: medians[f"{label} ted"] / medians[f"{label} plain"] for label in FAMILY_MODELS}
-    return {"frames": frames, "repeats": repeats, "seconds": times, "median": medians, "ratio": ratios}
+    fastest = {name: min(values) for name, values in times.items()}
+
+    def ratios(of: dict) -> dict:
+        return {label: {adapter: of[f"{label} | {adapter}"] / of[f"{label} | plain"] for adapter in FAMILY_ADAPTERS}
+                for label in FAMILY_MODELS}
+
+    return {"frames": frames, "repeats": repeats, "size": "small" if small else "ViT-B/16", "image_size": size,
+            "threads": torch.get_num_threads(), "seconds": times, "median": medians, "fastest": fastest,
+            "ratio": ratios(medians), "ratio_fastest": ratios(fastest)}
+
+
+def encode_frames(model: torch.nn.Module, images: torch.Tensor, frames: int) -> torch.Tensor:
+    with clipadapt.frames(model, frames):
+        return encode_images(model, images)
 
 
 def family_table(result: dict):
+    """Ratios of the medians and of the fastest rounds (the least disturbed by other load on a
+    shared machine), side by side."""
     from rich.table import Table
 
-    table = Table(title=f"TED in every block / plain, ViT-B/16-sized visual towers, {result['frames']} frames "
-                        f"at 224 px, CPU, median of {result['repeats']}")
-    for column in ("family", "plain s", "ted s", "ted / plain"):
+    sizes = "ViT-B/16-sized" if result["size"] == "ViT-B/16" else "small (2 blocks of width 64)"
+    table = Table(title=f"injected / plain, {sizes} visual towers, every block, {result['frames']} frames at "
+                        f"{result['image_size']} px, CPU ({result['threads']} threads), {result['repeats']} rounds")
+    columns = [f"{a} / plain ({stat})" for stat in ("median", "fastest") for a in FAMILY_ADAPTERS]
+    for column in ("family", "plain ms (median)", *columns):
         table.add_column(column)
-    for label, ratio in result["ratio"].items():
-        table.add_row(label, f"{result['median'][f'{label} plain']:.3f}", f"{result['median'][f'{label} ted']:.3f}",
-                      f"{ratio:.3f}")
+    for label in FAMILY_MODELS:
+        cells = [f"{result[key][label][a]:.3f}" for key in ("ratio", "ratio_fastest") for a in FAMILY_ADAPTERS]
+        table.add_row(label, f"{1e3 * result['median'][f'{label} | plain']:.1f}", *cells)
     return table
 
 
@@ -161,20 +201,24 @@ def main() -> None:
     parser.add_argument("--sections", default="hooks,families", help="comma-separated: hooks, families")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--small", action="store_true", help="families: 2 blocks of width 64 at 32 px instead of ViT-B/16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sections = set(args.sections.split(","))
     unknown = sections - {"hooks", "families"}
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; accepted: hooks, families")
-    console, results = Console(), {}
+    console, results = Console(width=160), {}
     if "hooks" in sections:
         result = results["hooks"] = hook_overhead(args.frames, args.repeats)
         console.print(ratio_table(f"ViT-B/16, {args.frames} frames, CPU, median of {args.repeats}", "forward",
                                   result["median"], "frozen"))
         console.print(f"hook overhead over the inline reference: {100 * result['hook_overhead']:+.2f}%")
     if "families" in sections:
-        results["families"] = family_ratios(args.frames, args.repeats)
+        results["families"] = family_ratios(args.frames, args.repeats, args.small)
         console.print(family_table(results["families"]))
     path = write_json("bench_inject", results, args.out)
     console.print(f"wrote {path}")
