@@ -86,7 +86,7 @@ class VideoCLIP(nn.Module):
         self.visual = spec.visual(clip)
         self.visual_tower = self.visual.tower
         self.text: TextPath | None = None
-        self.no_text_reason = f"the {spec.family} model has no text tower"
+        self.no_text_reason = spec.why_not(clip, "text") or f"the {spec.family} model has no text tower"
         if "text" in spec.towers(clip):
             try:
                 self.text = TextPath(clip, spec.text(clip))
