@@ -315,3 +315,29 @@ def test_gradient_checkpointing_of_a_timm_trunk_gives_the_same_gradients(case):
     assert plain_grads.keys() == recomputed.keys() and plain_grads
     for name in plain_grads:
         torch.testing.assert_close(recomputed[name], plain_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+# ---- small builds ------------------------------------------------------------------------------
+
+
+def test_a_small_config_keeps_its_layout_and_takes_the_tiny_sizes():
+    from clipadapt.backbones.shrink import shrink_config
+
+    siglip = shrink_config("ViT-B-16-SigLIP2")
+    assert siglip["embed_dim"] == 64 and siglip["vision_cfg"]["timm_proj"] == "none"  # the pool's width is the embedding's
+    assert siglip["vision_cfg"]["timm_pool"] == "map" and siglip["text_cfg"]["pool_type"] == "last"
+    assert siglip["text_cfg"]["vocab_size"] == 256000 and siglip["text_cfg"]["layers"] == 2
+    clip = plain("open_clip:ViT-B-16-SigLIP2")
+    assert len(clip.visual.trunk.blocks) == 2 and clip.visual.trunk.embed_dim == 64
+    assert clip.visual.trunk.attn_pool is not None and clip.visual.trunk.cls_token is None
+    with torch.no_grad():
+        assert clip.encode_image(images_for(clip, 1)).shape == (1, 64)
+
+
+@pytest.mark.parametrize(("arch", "kind"), [("convnext_tiny", "convnext"), ("MobileCLIP-S1", "fastvit")])
+def test_a_trunk_that_is_not_a_vit_is_refused_in_one_line_naming_its_kind(arch, kind):
+    from clipadapt.backbones import UnsupportedModelError
+    from clipadapt.backbones.shrink import small_open_clip
+
+    with pytest.raises(UnsupportedModelError, match=f"^{arch}: .* is a timm {kind} model, not a ViT or Eva"):
+        small_open_clip(arch)

@@ -51,6 +51,13 @@ def small_timm(name: str, tiny: TinyConfig | None = None, **kwargs: Any) -> nn.M
     except AssertionError:
         # a hybrid stem (ViTamin, MobileCLIP-B) fixes the token width: keep it, cut the depth
         return timm.create_model(name, pretrained=False, **{**kwargs, "depth": tiny.layers, "img_size": HYBRID_IMAGE})
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        kind = timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+        raise UnsupportedModelError(
+            f"{name!r} is a timm {kind} model, not a ViT or Eva: it takes no depth, embed_dim and num_heads "
+            "to be built small, and clipadapt covers transformers of patch tokens only") from None
 
 
 class _SmallTimm:
@@ -135,8 +142,12 @@ def small_open_clip(arch: str, tiny: TinyConfig | None = None) -> nn.Module:
     from clipadapt.backbones.open_clip import quiet_root_logger
 
     tiny = tiny or TinyConfig()
-    with _small_timm_trunks(tiny), quiet_root_logger():
-        model = open_clip.create_model(arch, pretrained=None, **shrink_config(arch, tiny))
+    try:
+        with _small_timm_trunks(tiny), quiet_root_logger():
+            model = open_clip.create_model(arch, pretrained=None, **shrink_config(arch, tiny))
+    except UnsupportedModelError as error:
+        message = str(error)
+        raise UnsupportedModelError(message if message.startswith(arch) else f"{arch}: {message}") from None
     return model.eval()
 
 
