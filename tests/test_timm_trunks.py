@@ -99,6 +99,13 @@ def test_aims_temporal_part_is_refused_on_rotary_attention_naming_the_reason(cas
     assert not clipadapt.injections(model) and not any(p.requires_grad is False for p in model.parameters())
 
 
+def test_aims_temporal_part_is_refused_on_relative_position_attention_and_the_rest_is_exact(tmp_path):
+    case = "open_clip:vit_relpos_medium_patch16_cls_224"
+    with pytest.raises(ValueError, match="attend is not exact on this RelPosBlock: .*relative patch position"):
+        clipadapt.inject(plain(case), "aim", layers="all")
+    go_through(case, "aim", tmp_path, site=["attn_out", "mlp_parallel"])
+
+
 def test_mlp_parallel_is_refused_on_a_post_norm_block_naming_the_reason():
     model = plain("open_clip:EVA02-E-14")
     with pytest.raises(ValueError, match="mlp_parallel is not exact on this EvaBlockPostNorm: .*no norm of its own"):
