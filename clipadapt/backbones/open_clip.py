@@ -263,14 +263,23 @@ class OpenCLIPSpec(BackboneSpec):
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """``open_clip.CLIP`` of `tiny`'s sizes, or ``open_clip.create_model(arch, pretrained=weights)``.
 
-        ``weights: openai`` loads OpenAI's weights into the ``-quickgelu`` variant of `arch`
-        (OpenAI's weights were trained with QuickGELU).
+        With `tiny`, an `arch` other than ``ViT-B-16`` (whose layout the plain tiny CLIP already
+        has, and which is the recipes' default) is that open_clip config built at `tiny`'s sizes
+        by `clipadapt.backbones.shrink.small_open_clip` (its trunk, pooling, mask and text
+        tower kept; `tiny`'s context length and vocabulary; a 4x4 patch grid). ``weights: openai`` loads OpenAI's weights into the
+        ``-quickgelu`` variant of `arch` (OpenAI's weights were trained with QuickGELU).
 
         Example:
             >>> OpenCLIPSpec.build(None, tiny=TinyConfig())   # a random-weight tiny CLIP
+            >>> OpenCLIPSpec.build("ViT-B-16-SigLIP", tiny=TinyConfig())   # a random-weight small SigLIP
         """
         import open_clip
 
+        if tiny is not None and arch not in (None, "ViT-B-16"):
+            from clipadapt.backbones.shrink import small_open_clip
+
+            clip = small_open_clip(arch, tiny, own_tokens=False).train()
+            return load_state_file(clip, weights) if weights else clip
         if tiny is not None:
             clip = open_clip.CLIP(
                 embed_dim=tiny.embed_dim,

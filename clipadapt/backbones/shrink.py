@@ -5,9 +5,9 @@ trunk and its pooling, class and register tokens, the text tower's pooling, mask
 QuickGELU, the logit bias) and replaces only the sizes by those of a `TinyConfig`: block counts,
 widths, heads, and the image side (a 4x4 patch grid). A timm trunk is built by
 ``timm.create_model`` with ``depth``, ``embed_dim``, ``num_heads``, ``img_size`` and
-``patch_size`` overridden; a hybrid trunk whose convolutional stem fixes the width (ViTamin,
-MobileCLIP-B) keeps its width and stem and gets the depth and an image side of four stem
-strides instead.
+``patch_size`` overridden; ViTamin's convolutional stem is made as narrow (one block a stage,
+ending at the tiny width); a hybrid trunk whose stem fixes the width otherwise (MobileCLIP-B)
+keeps its width and stem and gets the depth and an image side of four stem strides instead.
 
 Example:
     >>> clip = small_open_clip("ViT-B-16-SigLIP2")          # CustomTextCLIP, 2+2 blocks, width 64
@@ -46,6 +46,10 @@ def small_timm(name: str, tiny: TinyConfig | None = None, **kwargs: Any) -> nn.M
     import timm
 
     tiny = tiny or TinyConfig()
+    module = timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    if module == "vitamin":  # its convolutional stem (stride 16) sets the token width: make it as narrow
+        sizes = dict(depth=tiny.layers, embed_dim=tiny.width, num_heads=tiny.heads, img_size=HYBRID_IMAGE)
+        return timm.create_model(name, pretrained=False, **{**kwargs, **sizes, "embed_cfg": _small_vitamin_stem(tiny)})
     try:
         return timm.create_model(name, pretrained=False, **{**kwargs, **timm_sizes(tiny)})
     except AssertionError:
@@ -54,10 +58,19 @@ def small_timm(name: str, tiny: TinyConfig | None = None, **kwargs: Any) -> nn.M
     except TypeError as error:
         if "unexpected keyword argument" not in str(error):
             raise
-        kind = timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
         raise UnsupportedModelError(
-            f"{name!r} is a timm {kind} model, not a ViT or Eva: it takes no depth, embed_dim and num_heads "
+            f"{name!r} is a timm {module} model, not a ViT or Eva: it takes no depth, embed_dim and num_heads "
             "to be built small, and clipadapt covers transformers of patch tokens only") from None
+
+
+def _small_vitamin_stem(tiny: TinyConfig):
+    """ViTamin's stem (a conv stem, two MBConv stages, a strided conv; stride 16) ending at `tiny`'s
+    width, one block a stage, so that its trunk is as small as a ViT's."""
+    from timm.models.vitamin import VitCfg, VitConvCfg
+
+    narrow = max(tiny.width // 4, 8)
+    return VitCfg(embed_dim=(narrow, 2 * narrow, tiny.width), depths=(1, 1, 1), stem_width=narrow,
+                  conv_cfg=VitConvCfg(norm_layer="layernorm2d", norm_eps=1e-6), head_type="1d")
 
 
 class _SmallTimm:
@@ -88,11 +101,12 @@ def _small_timm_trunks(tiny: TinyConfig) -> Iterator[None]:
         timm_model.timm = real
 
 
-def shrink_config(arch: str, tiny: TinyConfig | None = None) -> dict[str, Any]:
+def shrink_config(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = True) -> dict[str, Any]:
     """The ``embed_dim``, ``vision_cfg`` and ``text_cfg`` (and ``multimodal_cfg``) of open_clip's
     config `arch` with `tiny`'s sizes; the keyword arguments `small_open_clip` passes to
     ``open_clip.create_model``. The text tower keeps its context length and vocabulary (its
-    tokenizer's).
+    tokenizer's), or with ``own_tokens=False`` takes `tiny`'s (for a tokenizer other than the
+    config's, e.g. OpenAI's BPE on a random-weight SigLIP).
 
     Example:
         >>> shrink_config("ViT-B-16")["vision_cfg"]["width"]
@@ -121,16 +135,21 @@ def shrink_config(arch: str, tiny: TinyConfig | None = None) -> dict[str, Any]:
         raise UnsupportedModelError(f"{arch}: its text tower is the Hugging Face model {text['hf_model_name']!r}, "
                                     "which cannot be shrunk without its configuration")
     text.update(width=tiny.text_width, heads=tiny.text_heads, layers=tiny.text_layers)
+    if not own_tokens:
+        text.update(context_length=tiny.context_length, vocab_size=tiny.vocab_size)
     shrunk = {"embed_dim": embed_dim, "vision_cfg": vision, "text_cfg": text}
     if "multimodal_cfg" in config:
         shrunk["multimodal_cfg"] = {**config["multimodal_cfg"], "width": tiny.text_width,
-                                    "heads": tiny.text_heads, "layers": tiny.text_layers}
+                                    "heads": tiny.text_heads, "layers": tiny.text_layers,
+                                    **({} if own_tokens else {"vocab_size": tiny.vocab_size, "context_length":
+                                        config["multimodal_cfg"]["context_length"] - config["text_cfg"]["context_length"]
+                                        + tiny.context_length})}
     return shrunk
 
 
-def small_open_clip(arch: str, tiny: TinyConfig | None = None) -> nn.Module:
-    """open_clip's config `arch` built at `tiny`'s sizes (`shrink_config`) with random weights, in
-    eval mode, offline.
+def small_open_clip(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = True) -> nn.Module:
+    """open_clip's config `arch` built at `tiny`'s sizes (`shrink_config`, `own_tokens` as there)
+    with random weights, in eval mode, offline.
 
     Example:
         >>> clip = small_open_clip("EVA02-B-16")
@@ -144,7 +163,7 @@ def small_open_clip(arch: str, tiny: TinyConfig | None = None) -> nn.Module:
     tiny = tiny or TinyConfig()
     try:
         with _small_timm_trunks(tiny), quiet_root_logger():
-            model = open_clip.create_model(arch, pretrained=None, **shrink_config(arch, tiny))
+            model = open_clip.create_model(arch, pretrained=None, **shrink_config(arch, tiny, own_tokens))
     except UnsupportedModelError as error:
         message = str(error)
         raise UnsupportedModelError(message if message.startswith(arch) else f"{arch}: {message}") from None
