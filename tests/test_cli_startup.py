@@ -46,6 +46,14 @@ def test_light_commands_import_nothing_heavy(args, shows):
     assert shows in "\n".join(lines[:-1])
 
 
+def test_validate_imports_torch_for_the_option_checks_but_no_model_or_video_library():
+    """Adapter and head options are checked against their classes (torch modules); the model
+    families, torchvision's transforms and the video readers are not needed to validate."""
+    lines = run_python(COMMAND, "validate", "quickstart")
+    assert lines[0] == "ok quickstart"
+    assert lines[-1] == "imported: ['numpy', 'torch']"
+
+
 def test_ls_lists_every_registered_name_with_its_summary():
     lines = "\n".join(run_python(COMMAND, "ls", "adapters")[:-1])
     for name in clipadapt.ADAPTERS.builtin_modules:
