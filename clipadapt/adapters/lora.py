@@ -11,7 +11,7 @@ forward is rewritten and it works wherever the weight is read:
 family                        q, k, v                               o
 ============================  ====================================  ======================
 open_clip, OpenAI ``clip``    rows of the packed ``in_proj_weight``  ``out_proj.weight``
-Hugging Face CLIP             ``q_proj``/``k_proj``/``v_proj``       ``out_proj.weight``
+Hugging Face CLIP, SigLIP     ``q_proj``/``k_proj``/``v_proj``       ``out_proj.weight``
 timm                          rows of the fused ``qkv.weight``       ``proj.weight``
 ============================  ====================================  ======================
 
@@ -67,6 +67,8 @@ class LoRAWeight(nn.Module):
         self.chunks = chunks
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if not self.lora.enabled:  # its adapter set is inactive: the weight itself, bit for bit
+            return weight
         return weight + self.lora.weight_delta(self.chunks, weight, dropout=self.lora.training)
 
 
@@ -91,6 +93,7 @@ class LoRAAdapter(Adapter):
     """
 
     sites = ()
+    switchable = True
 
     def __init__(self, dim: int, rank: int = 8, alpha: float = 8.0, dropout: float = 0.0, targets: list[str] | tuple[str, ...] = ("q", "v")):
         super().__init__()
@@ -219,6 +222,8 @@ def merge(model: nn.Module) -> nn.Module:
         adapters = [m for _, _, m in injection.modules if isinstance(m, LoRAAdapter)]
         if not adapters:
             continue
+        if not all(adapter.enabled for adapter in adapters):
+            raise ValueError(f"lora of adapter set {injection.adapter_set!r} is inactive: activate it or eject it before merge")
         merged = [item for adapter in adapters for item in adapter.merged_weights()]
         eject(model, injection)
         with torch.no_grad():

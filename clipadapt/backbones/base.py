@@ -141,6 +141,13 @@ class BackboneSpec:
         return scale if isinstance(scale, torch.Tensor) else None
 
     @classmethod
+    def logit_bias(cls, model: nn.Module) -> torch.Tensor | None:
+        """SigLIP's learned logit bias ``b`` (its logits are ``exp(logit_scale)·cos + b``), or
+        ``None`` for a model without one (CLIP)."""
+        bias = getattr(model, "logit_bias", None)
+        return bias if isinstance(bias, torch.Tensor) else None
+
+    @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """The family's model for `arch` with `weights` (a pretrained tag, a local file or
         ``None`` for random), or a random-weight model of `tiny`'s sizes."""

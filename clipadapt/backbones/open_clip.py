@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedModelError, get_tower, has, load_state_file
 from clipadapt.backbones.encoders import TextEncoder, VisualEncoder, parameters_of, project_with
+from clipadapt.backbones.hub import open_clip_text_kwargs
 from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import register_backbone
 
@@ -213,6 +214,10 @@ class OpenCLIPSpec(BackboneSpec):
             inner = f" around a timm {type(trunk).__name__}" if trunk is not None else ""
             return (f"its visual is a {type(visual).__name__}{inner}, not a VisionTransformer of resblocks; "
                     "open_clip configs with timm trunks (EVA, SigLIP) are not covered")
+        if tower == "text":  # a Hugging Face text model (open_clip's HFTextEncoder: RoBERTa, XLM-R, mT5, NLLB)
+            from clipadapt.backbones.hf import text_refusal
+
+            return text_refusal(getattr(model, "text", None))
         return ""
 
     @classmethod
@@ -252,5 +257,6 @@ class OpenCLIPSpec(BackboneSpec):
             raise ValueError(f"model.arch {arch!r} is not an open_clip config" + (f"; did you mean {close[0]!r}?" if close else ""))
         if weights and Path(str(weights)).suffix and not Path(str(weights)).is_file():
             raise FileNotFoundError(f"model.weights {weights!r} does not exist")
+        text_kwargs = open_clip_text_kwargs(arch, weights)  # a Hugging Face text tower: its config at hand, offline
         with quiet_root_logger():  # open_clip warns when it builds random weights, which is what was asked
-            return open_clip.create_model(arch, pretrained=weights or None)
+            return open_clip.create_model(arch, pretrained=weights or None, **text_kwargs)

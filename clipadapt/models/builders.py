@@ -78,6 +78,8 @@ def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoC
         templates=video_cfg.get("templates") or ["a video of {}"],
         num_classes=data_cfg.get("num_classes"),
     )
+    if model_cfg.get("init_adapters"):
+        model.init_adapters([_plain(entry) for entry in model_cfg["init_adapters"]])
     unfreeze(model, model_cfg.get("trainable") or [])
     frozen = model_cfg.get("precision_frozen")
     if frozen:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from clipadapt.backbones import TextEncoder, TokenizedPrompts, detect
 from clipadapt.inject import injections
+from clipadapt.sets import active_sets
 
 # adapter sites that leave the last block's MLP branch acting on each token alone
 _BEFORE_MLP = ("pre_attn", "attn_out", "pre_mlp")
@@ -45,7 +46,7 @@ class TextPath:
         self.encoder = encoder or detect(clip).text(clip)
         self.tower = self.encoder.tower
         self.context_length = self.encoder.context_length
-        self._prefix_cache: tuple | None = None  # (tokens, (start, dtype, device), states)
+        self._prefix_cache: tuple | None = None  # (tokens, (start, dtype, device, active sets), states)
 
     # ---- tokens and pieces, as the family's encoder has them ------------------------------
 
@@ -137,7 +138,7 @@ class TextPath:
             with rows:
                 return self.run_blocks(self.embed(ids))
         if cache_prefix:
-            key = (start, self.dtype, ids.device)
+            key = (start, self.dtype, ids.device, active_sets(self.clip))  # switching adapter sets changes the prefix
             cached = self._prefix_cache
             if cached is None or cached[0] is not tokens or cached[1] != key:
                 with torch.no_grad():
