@@ -329,8 +329,10 @@ def inspect(name: str = typer.Argument(..., help="an open_clip config (ViT-B-16)
         cls_index = "-" if t["cls_index"] is None else str(t["cls_index"])
         table.add_row(tower, str(t["blocks"]), str(t["width"]), t["layout"], cls_index, str(t["prefix_tokens"]), grid)
     print_table(table, console)
-    sites = next(iter(info["towers"].values()))["sites"]
-    console.print(f"sites in every block: {', '.join(sites)}")
+    for tower, t in info["towers"].items():
+        console.print(f"{tower} blocks ({t['block']}) hold the sites: {', '.join(t['sites'])}", soft_wrap=True)
+        for what, why in t["refused"].items():
+            console.print(f"  {tower} refuses {what}: {why}", soft_wrap=True)
 
 
 @app.command()

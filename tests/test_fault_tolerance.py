@@ -250,6 +250,7 @@ def test_resuming_with_a_changed_lr_is_refused_printing_the_diff_unless_allowed(
 def test_a_fresh_run_never_leaves_an_earlier_runs_best_checkpoint(tmp_path):
     make_trainer(make_recipe(tmp_path, schedule={"epochs": 1})).fit()
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    (tmp_path / "checkpoints" / "last.pt").unlink()  # else a fresh start is refused (it would overwrite it)
     fresh = make_trainer(make_recipe(tmp_path, schedule={"epochs": 1}, resume=None))
     fresh.val_loader = None  # this run evaluates nothing, so it has no best
     fresh.fit()
