@@ -160,7 +160,7 @@ def _registered_docstring(module: str, name: str) -> str | None:
 # equal to what those modules register).
 ADAPTERS: Registry = Registry("adapter", {name: f"clipadapt.adapters.{name}" for name in ("bottleneck", "aim", "lora", "st", "ted")})
 HEADS: Registry = Registry("head", {name: f"clipadapt.heads.{name}" for name in ("cmc", "cmlm", "contrastive", "vc")})
-BACKBONES: Registry = Registry("backbone", {name: f"clipadapt.backbones.{name}" for name in ("open_clip", "openai_clip", "hf", "timm")})
+BACKBONES: Registry = Registry("backbone", {name: f"clipadapt.backbones.{name}" for name in ("timm", "open_clip", "openai_clip", "hf")})
 DATASETS: Registry = Registry("dataset", dict.fromkeys(("list", "k400", "ssv2", "ucf101", "hmdb51", "synthetic"), "clipadapt.data.recipe"))
 POOLINGS: Registry = Registry("pooling", dict.fromkeys(("mean", "conv"), "clipadapt.adapters.temporal_pool"))
 TRANSFORMS: Registry = Registry("training transform", dict.fromkeys(("k400", "ssv2", "none"), "clipadapt.data.recipe"))

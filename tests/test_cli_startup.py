@@ -38,7 +38,7 @@ def run_python(code: str, *args: str) -> list[str]:
     (["--help"], "Turn any CLIP into a video model"),
     (["ls", "adapters"], "M2-CLIP's TED-Adapter"),
     (["ls", "heads"], "Classify a video by its similarity to every class prompt"),
-    (["ls", "backbones"], "timm VisionTransformer (visual tower only)"),
+    (["ls", "backbones"], "timm VisionTransformer or Eva (visual tower only)"),
     (["ls", "recipes"], "quickstart"),
 ])
 def test_light_commands_import_nothing_heavy(args, shows):
