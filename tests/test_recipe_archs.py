@@ -1,0 +1,63 @@
+"""A recipe's ``model.config`` with an open_clip ``arch`` builds that arch small (its trunk, pool
+and text tower, the config's sizes), and without one the plain tiny CLIP as before; the FLOPs
+of such builds (RoPE attention, SwiGLU, SigLIP's attention-pool head) equal torch's
+FlopCounterMode."""
+
+import pytest
+import torch
+from test_flops import flop_counter_multiply_adds
+
+import clipadapt
+from clipadapt.analysis.flops import flops_report
+from clipadapt.backbones import TinyConfig
+from clipadapt.models.builders import build_clip
+
+CONFIG = {"embed_dim": 64, "image_size": 32, "patch_size": 8, "width": 64, "layers": 3, "heads": 2,
+          "text_width": 64, "text_layers": 2, "text_heads": 2, "context_length": 16, "vocab_size": 49408}
+
+
+def test_a_config_without_an_arch_or_with_the_default_one_builds_the_plain_tiny_clip():
+    import open_clip
+
+    for model in ({"family": "open_clip", "config": CONFIG}, {"family": "open_clip", "arch": "ViT-B-16", "config": CONFIG}):
+        clip = build_clip(model)
+        assert type(clip) is open_clip.CLIP and len(clip.visual.transformer.resblocks) == 3
+        assert (clip.context_length, clip.vocab_size) == (16, 49408)
+
+
+def test_a_config_with_a_siglip_arch_builds_siglip_small():
+    import open_clip
+
+    clip = build_clip({"family": "open_clip", "arch": "ViT-B-16-SigLIP", "config": CONFIG})
+    trunk = clip.visual.trunk
+    # what open_clip's ViT-B-16-SigLIP config declares, at the config's sizes
+    declared = open_clip.get_model_config("ViT-B-16-SigLIP")
+    assert type(clip) is open_clip.CustomTextCLIP and declared["vision_cfg"]["timm_model_name"] == "vit_base_patch16_siglip_224"
+    assert (len(trunk.blocks), trunk.embed_dim, trunk.cls_token, trunk.global_pool) == (3, 64, None, "map")
+    assert clip.logit_bias is not None
+    assert (clip.text.pool_type, clip.text.attn_mask) == (declared["text_cfg"]["pool_type"], None)
+    assert (clip.text.context_length, clip.text.vocab_size) == (16, 49408)  # the config's tokens (a BPE fits)
+    assert clip.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+
+
+def test_a_config_with_an_arch_that_is_not_a_transformer_is_refused_in_one_line():
+    with pytest.raises(TypeError, match=r"^convnext_base: 'convnext_base' is a timm convnext model, not a ViT or Eva"):
+        build_clip({"family": "open_clip", "arch": "convnext_base", "config": CONFIG})
+
+
+@pytest.mark.parametrize("arch", ["EVA02-B-16", "PE-Core-B-16"])
+def test_flops_of_a_small_eva_trunk_with_rope_and_swiglu_equal_flop_counter_mode(arch):
+    from clipadapt.backbones.open_clip import OpenCLIPSpec
+
+    torch.manual_seed(0)
+    clip = OpenCLIPSpec.build(arch, tiny=TinyConfig(width=256, heads=4, layers=2)).eval()
+    clipadapt.inject(clip, "ted", layers="all", width=64)
+    report = flops_report(clip, num_frames=2)
+    frames = torch.randn(2, 3, 32, 32)
+
+    def run():
+        with clipadapt.frames(clip, 2):
+            clip.encode_image(frames)
+
+    counted = report.flops_per_view - report.operators_per_view["layer_norm"]
+    assert counted == pytest.approx(flop_counter_multiply_adds(clip, run), rel=1e-6)
