@@ -240,8 +240,8 @@ tests/test_families.py):
 - **Hugging Face**: `CLIPModel`, `CLIPVisionModel`, `CLIPTextModel`; `SiglipModel`,
   `Siglip2Model` and `SiglipVisionModel` (the visual tower fully, with SigLIP's attention-pool
   head); `ChineseCLIPModel` and `AltCLIPModel` (the visual tower fully; their text towers are
-  post-norm BERT / XLM-R blocks: see [Add a model family](add_family.md) for which text sites are
-  exact there and which are refused).
+  post-norm BERT / XLM-R blocks, where text adapters are refused in one line: see
+  [Add a model family](add_family.md)).
 - **timm**: `VisionTransformer` (class token or none, register tokens, attention-pool `map` head,
   fused qkv; e.g. `vit_base_patch16_siglip_224`, `vit_so150m_patch16_reg4_map_256`) and `Eva`
   (EVA01/EVA02, PE-Core: rotary embeddings, SwiGLU, layer scale, the post-norm variant; e.g.
