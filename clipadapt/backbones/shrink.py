@@ -132,8 +132,10 @@ def shrink_config(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = 
                       patch_size=tiny.patch_size, image_size=GRID * tiny.patch_size)
         vision.pop("attn_pooler_heads", None)
     if text.get("hf_model_name"):
-        raise UnsupportedModelError(f"{arch}: its text tower is the Hugging Face model {text['hf_model_name']!r}, "
-                                    "which cannot be shrunk without its configuration")
+        name = text["hf_model_name"]
+        raise UnsupportedModelError(f"{arch}: its text tower is the Hugging Face model {name!r}, which is not built small; "
+                                    f"build {arch} at full size (a recipe without model.config) with {name}'s config.json "
+                                    f"at hand (`hf download {name} config.json`, read from the cache offline)")
     text.update(width=tiny.text_width, heads=tiny.text_heads, layers=tiny.text_layers)
     if not own_tokens:
         text.update(context_length=tiny.context_length, vocab_size=tiny.vocab_size)
