@@ -382,6 +382,8 @@ def validate(
 
 def describe_model(model) -> str:
     """What a recipe's ``model`` section builds, in words (``validate`` prints it)."""
+    from clipadapt.backbones.open_clip import PLAIN_TINY_ARCHS
+
     weights = f"weights {model.weights}" if model.weights else "random weights"
     config = model.config
     if not config:
@@ -391,9 +393,12 @@ def describe_model(model) -> str:
         text = {"text_layers": text.get("layers"), "text_width": text.get("width")}
         config = {**config, **vision, **text}
     what = "a tiny CLIP" if model.family != "timm" else "a tiny ViT"
+    arch = "(model.arch unused)"
+    if model.family == "open_clip" and model.arch not in PLAIN_TINY_ARCHS:
+        what, arch = f"{model.arch} made small", "(its layout at these sizes)"
     text = (f"; text {config.get('text_layers')} blocks of width {config.get('text_width')}"
             if model.family != "timm" and config.get("text_layers") else "")
-    return (f"{model.family} {what} from model.config (model.arch unused): visual {config.get('layers')} blocks of width "
+    return (f"{model.family} {what} from model.config {arch}: visual {config.get('layers')} blocks of width "
             f"{config.get('width')}, {config.get('image_size')} px in {config.get('patch_size')} px patches{text}; "
             f"embedding {config.get('embed_dim')}; {weights}")
 

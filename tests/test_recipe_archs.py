@@ -61,3 +61,13 @@ def test_flops_of_a_small_eva_trunk_with_rope_and_swiglu_equal_flop_counter_mode
 
     counted = report.flops_per_view - report.operators_per_view["layer_norm"]
     assert counted == pytest.approx(flop_counter_multiply_adds(clip, run), rel=1e-6)
+
+
+def test_validate_says_which_arch_a_config_builds_small():
+    from typer.testing import CliRunner
+
+    from clipadapt.cli import app
+
+    result = CliRunner().invoke(app, ["validate", "quickstart_siglip"])
+    assert result.exit_code == 0, result.output
+    assert "open_clip ViT-B-16-SigLIP made small from model.config (its layout at these sizes)" in result.output

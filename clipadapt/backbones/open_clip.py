@@ -213,6 +213,11 @@ def quiet_root_logger(level: int = logging.ERROR):
         root.setLevel(previous)
 
 
+# with a recipe's model.config, these arch values give the plain tiny open_clip.CLIP (ViT-B-16's
+# layout; the schema's default arch); any other open_clip config is built small in its own layout
+PLAIN_TINY_ARCHS = (None, "ViT-B-16")
+
+
 @register_backbone("open_clip")
 class OpenCLIPSpec(BackboneSpec):
     """open_clip CLIP, CustomTextCLIP, VisionTransformer or TextTransformer, visual timm ViT/Eva trunks (SigLIP, EVA, PE-Core)."""
@@ -275,7 +280,7 @@ class OpenCLIPSpec(BackboneSpec):
         """
         import open_clip
 
-        if tiny is not None and arch not in (None, "ViT-B-16"):
+        if tiny is not None and arch not in PLAIN_TINY_ARCHS:
             from clipadapt.backbones.shrink import small_open_clip
 
             clip = small_open_clip(arch, tiny, own_tokens=False).train()
