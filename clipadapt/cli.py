@@ -382,6 +382,7 @@ def validate(
 
 def describe_model(model) -> str:
     """What a recipe's ``model`` section builds, in words (``validate`` prints it)."""
+    from clipadapt.backbones.hf import TINY_TYPES
     from clipadapt.backbones.open_clip import PLAIN_TINY_ARCHS
 
     weights = f"weights {model.weights}" if model.weights else "random weights"
@@ -396,6 +397,8 @@ def describe_model(model) -> str:
     arch = "(model.arch unused)"
     if model.family == "open_clip" and model.arch not in PLAIN_TINY_ARCHS:
         what, arch = f"{model.arch} made small", "(its layout at these sizes)"
+    elif model.family == "hf" and model.arch in TINY_TYPES:
+        what, arch = f"a tiny {model.arch} model", "(model.arch: its type)"
     text = (f"; text {config.get('text_layers')} blocks of width {config.get('text_width')}"
             if model.family != "timm" and config.get("text_layers") else "")
     return (f"{model.family} {what} from model.config {arch}: visual {config.get('layers')} blocks of width "

@@ -71,3 +71,5 @@ def test_validate_says_which_arch_a_config_builds_small():
     result = CliRunner().invoke(app, ["validate", "quickstart_siglip"])
     assert result.exit_code == 0, result.output
     assert "open_clip ViT-B-16-SigLIP made small from model.config (its layout at these sizes)" in result.output
+    result = CliRunner().invoke(app, ["validate", "quickstart", "model.family=hf", "model.arch=siglip2"])
+    assert "hf a tiny siglip2 model from model.config (model.arch: its type)" in result.output, result.output
