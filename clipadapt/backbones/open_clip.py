@@ -5,8 +5,10 @@ or a bare ``VisionTransformer`` / ``TextTransformer``. Blocks are ``ResidualAtte
 
 Covered: the OpenAI-layout configs (ViT-*, ViT-*-quickgelu, MetaCLIP's, DataComp's). Visual
 towers that are timm trunks (EVA, SigLIP configs) are not ``resblocks`` and are refused with a
-message; text towers without a causal mask and end-of-text pooling (SigLIP's) are refused by
-the text encoder.
+message. Text towers: every ``TextTransformer`` pooling (``argmax``, ``eos``, ``first``, ``last``,
+CoCa's appended class embedding), with or without a causal mask; those not trained with OpenAI's
+BPE (SigLIP, CLIPA, MetaCLIP 2 worldwide) take their tokenizer from the caller
+(`clipadapt.backbones.tokenizers`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import torch
 import torch.nn as nn
 
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedModelError, get_tower, has, load_state_file
-from clipadapt.backbones.encoders import TextEncoder, VisualEncoder, parameters_of, project_with
+from clipadapt.backbones.encoders import POOLS, TextEncoder, VisualEncoder, parameters_of, project_with
+from clipadapt.backbones.tokenizers import bpe_tokenizer
 from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import register_backbone
+
+BPE_VOCABULARY = 49408  # OpenAI BPE's ids
 
 
 def mha_attend(attn: nn.Module, seq_first: bool, x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +95,9 @@ def resblock_towers(model: nn.Module, make_block) -> dict[str, Tower]:
                 grid = (root.input_resolution // patch,) * 2
             return Tower(name, root, blocks, width, seq_first, 0, 1, tuple(grid), make_block=maker,
                          image_size=int(grid[0]) * patch)
-        return Tower(name, root, blocks, width, seq_first, make_block=maker,
-                     context_length=int(root.positional_embedding.shape[0]))
+        # CoCa's positional embedding has one more row, for the class embedding after the context
+        context = getattr(root, "context_length", root.positional_embedding.shape[0])
+        return Tower(name, root, blocks, width, seq_first, make_block=maker, context_length=int(context))
 
     towers = {}
     if is_vision(model):
@@ -118,54 +124,77 @@ def first_block(model: nn.Module) -> nn.Module | None:
 
 
 def resblock_visual(model: nn.Module, tower: Tower) -> VisualEncoder:
-    """Frame embeddings by the model's ``encode_image`` (or the bare visual tower), ``ln_post``."""
+    """Frame embeddings by the model's ``encode_image`` (or the bare visual tower), and the norm
+    the model applies to the last block's class token: ``ln_post``, or, where an attention pool
+    comes first (CoCa: ``ln_post`` then normalises the pooled queries, of the embedding width),
+    the pool's own norm of the block outputs ``attn_pool.ln_k``."""
     root = tower.module
     encode = model.encode_image if hasattr(model, "encode_image") else root
-    return VisualEncoder(tower, encode, root.ln_post, root.output_dim)
+    pool = getattr(root, "attn_pool", None)
+    final_norm = pool.ln_k if pool is not None else root.ln_post
+    return VisualEncoder(tower, encode, final_norm, root.output_dim)
 
 
 class ResblockText(TextEncoder):
-    """open_clip / OpenAI text: ``token_embedding`` + ``positional_embedding``, ``resblocks``
-    under ``attn_mask``, ``ln_final``, pooling at the end-of-text token, ``text_projection``."""
+    """open_clip / OpenAI text: ``token_embedding`` + ``positional_embedding`` (and CoCa's class
+    embedding ``cls_emb`` appended after the context), ``resblocks`` under the tower's own mask
+    (causal or none; CoCa's and ``use_pad_mask`` towers add padding masks), ``ln_final``, pooling
+    as the tower's ``pool_type`` / ``text_pool_type`` says (``eos`` at its ``eos_id``), then
+    ``text_projection``."""
 
-    def __init__(self, tower: Tower):
+    def __init__(self, tower: Tower, tokenizer=None):
         root = tower.module
-        pool = getattr(root, "pool_type", getattr(root, "text_pool_type", "argmax"))
-        # open_clip keeps the causal mask on the model, OpenAI's clip on every block
-        mask = getattr(root, "attn_mask", getattr(tower.blocks[0].module, "attn_mask", None))
         with_cls = getattr(root, "cls_emb", None) is not None
-        if mask is None or pool != "argmax" or with_cls:
-            raise UnsupportedModelError(
-                f"this text tower pools by {pool!r}{' with a class embedding' if with_cls else ''}"
-                f"{' without a causal mask' if mask is None else ''}; the text path needs "
-                "a causal mask and pooling at the end-of-text token (argmax), as CLIP's"
-            )
-        super().__init__(tower)
+        pool = "cls" if with_cls else getattr(root, "pool_type", getattr(root, "text_pool_type", "argmax"))
+        if pool not in POOLS:
+            raise UnsupportedModelError(f"this text tower pools by {pool!r}; the text path takes one sentence embedding "
+                                        f"per prompt, pooled by one of {', '.join(POOLS)}")
+        if with_cls and not hasattr(root, "_embeds"):
+            raise UnsupportedModelError("this text tower appends a class embedding but has no _embeds (open_clip < 3); "
+                                        "upgrade open_clip")
+        self.pool = pool
+        self.eos_id = getattr(root, "eos_id", getattr(root, "text_eos_id", None)) if pool == "eos" else None
+        # open_clip keeps the causal mask on the tower (None without one), OpenAI's clip on every block
+        self.causal = getattr(root, "attn_mask", getattr(tower.blocks[0].module, "attn_mask", None)) is not None
+        self.vocab_size = root.token_embedding.num_embeddings
+        super().__init__(tower, tokenizer)
         self.root = root
         self.ln_final = root.ln_final
         proj = root.text_projection
         self.embed_dim = proj.out_features if isinstance(proj, nn.Linear) else int(proj.shape[-1]) if proj is not None else tower.width
 
+    def default_tokenizer(self):
+        """OpenAI's BPE where the tower pools at ``argmax`` or has BPE's vocabulary (CoCa)."""
+        if self.vocab_size == BPE_VOCABULARY:
+            return bpe_tokenizer(self.context_length)
+        return super().default_tokenizer()
+
     def frozen_inputs(self) -> list[torch.Tensor]:
-        return [self.root.token_embedding.weight, self.root.positional_embedding]
+        extra = [self.root.cls_emb] if self.pool == "cls" else []
+        return [self.root.token_embedding.weight, self.root.positional_embedding, *extra]
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_and_mask(ids)[0]
+
+    def embed_and_mask(self, ids: torch.Tensor):
+        if hasattr(self.root, "_embeds"):  # open_clip's TextTransformer: its own embeddings, class token and masks
+            return self.root._embeds(ids)
         length = ids.shape[1]
         x = self.root.token_embedding(ids).to(self.dtype)
-        return x + self.root.positional_embedding[:length].to(self.dtype)
+        return x + self.root.positional_embedding[:length].to(self.dtype), getattr(self.root, "attn_mask", None)
 
-    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         blocks = self.tower.blocks[start:stop]
         length = x.shape[1]
-        mask = getattr(self.root, "attn_mask", None)
-        if self.tower.seq_first:
+        if self.tower.seq_first:  # OpenAI blocks hold their own causal mask
             x = x.transpose(0, 1)
-        for block in blocks:
-            if self.tower.seq_first:  # OpenAI blocks slice their own mask
+            for block in blocks:
                 x = block.module(x)
-            else:
-                x = block.module(x, attn_mask=mask[:length, :length])
-        return x.transpose(0, 1) if self.tower.seq_first else x
+            return x.transpose(0, 1)
+        mask = None if mask is None else mask[..., :length, :length]
+        for block in blocks:
+            x = block.module(x, attn_mask=mask)
+        return x
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         return project_with(self.root.text_projection, pooled)

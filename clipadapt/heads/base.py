@@ -42,15 +42,18 @@ TEXT_NEEDS = frozenset({"class_embeddings", "logit_scale", "label_prompts"})
 class TextService(Protocol):
     """The text tower as a head that encodes prompts itself (CMLM) uses it.
 
-    ``tokenize`` / ``tokens_from_words`` / ``encode_word`` give BPE ids; ``token_states(tokens,
-    truncate=True)`` runs the adapted text tower to the states before ``ln_final``
-    ``(N, L', W)``; ``last_block()`` is the last text block (a `clipadapt.backbones.Block`) and
-    ``make_block(module)`` turns a copy of it into one (with its ``cross_attend``).
+    ``tokenize`` / ``tokens_from_words`` / ``encode_word`` give the tower's token ids (its
+    ``tokenizer``, a `clipadapt.backbones.tokenizers.Tokenizer`, says which special ids surround
+    the words); ``token_states(tokens, truncate=True)`` runs the adapted text tower to the states
+    of the prompt tokens before ``ln_final`` ``(N, L', W)``; ``last_block()`` is the last text
+    block (a `clipadapt.backbones.Block`) and ``make_block(module)`` turns a copy of it into one
+    (with its ``cross_attend``).
     """
 
     context_length: int
     width: int
     ln_final: nn.Module
+    tokenizer: Any
 
     def tokenize(self, prompts: list[str], device: torch.device | None = None): ...
 

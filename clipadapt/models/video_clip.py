@@ -66,6 +66,9 @@ class VideoCLIP(nn.Module):
         efficient_attention: switch the CLIP's ``nn.MultiheadAttention`` modules to
             `clipadapt.attention.SelfAttention`, which computes the same attention faster under
             autograd (see `clipadapt.efficient_attention`).
+        tokenizer: the text tower's tokenizer where its spec does not know it (SigLIP, CLIPA,
+            MetaCLIP 2 worldwide): a ``tokenizer.json`` path, a directory holding one, an
+            open_clip model name or a `clipadapt.backbones.tokenizers.Tokenizer`.
 
     In training mode ``model(video, labels)`` returns ``{"loss", "losses"}``; in eval mode
     ``model(video)`` returns per-head logits ``(B, C)`` and ``"fused"`` (mean of their
@@ -86,6 +89,7 @@ class VideoCLIP(nn.Module):
         num_classes: int | None = None,
         pooling_width: int | None = None,
         efficient_attention: bool = True,
+        tokenizer=None,
     ):
         super().__init__()
         for template in templates:
@@ -102,7 +106,7 @@ class VideoCLIP(nn.Module):
         self.no_text_reason = f"the {spec.family} model has no text tower"
         if "text" in spec.towers(clip):
             try:
-                self.text = TextPath(clip, spec.text(clip))
+                self.text = TextPath(clip, spec.text(clip), tokenizer=tokenizer)
             except UnsupportedModelError as error:
                 self.no_text_reason = str(error)
         self._logit_scale = (spec.logit_scale(clip),)  # a tuple: not registered as this module's parameter
