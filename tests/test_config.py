@@ -344,7 +344,7 @@ def test_absurd_shapes_are_refused_before_anything_is_built():
 
 def test_head_options_are_checked_against_the_head():
     assert _errors(["heads.0.options.gatherr=global"]) == [
-        "heads.0.options.gatherr: not an option of head 'contrastive'; did you mean 'gather'? accepted: gather, sharpness"]
+        "heads.0.options.gatherr: not an option of head 'contrastive'; did you mean 'gather'? accepted: bias, gather, loss, sharpness"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -141,6 +141,19 @@ class BackboneSpec:
         return scale if isinstance(scale, torch.Tensor) else None
 
     @classmethod
+    def logit_bias(cls, model: nn.Module) -> torch.Tensor | None:
+        """The learned logit bias of a model trained with the sigmoid loss (SigLIP: open_clip's
+        and Hugging Face's ``logit_bias``), or ``None`` for a model without one (CLIP)."""
+        bias = getattr(model, "logit_bias", None)
+        return bias if isinstance(bias, torch.Tensor) else None
+
+    @classmethod
+    def contrastive_loss(cls, model: nn.Module) -> str:
+        """The image-text loss the model was trained with: ``sigmoid`` where it has a logit bias
+        (SigLIP), else ``softmax`` (CLIP)."""
+        return "softmax" if cls.logit_bias(model) is None else "sigmoid"
+
+    @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """The family's model for `arch` with `weights` (a pretrained tag, a local file or
         ``None`` for random), or a random-weight model of `tiny`'s sizes."""

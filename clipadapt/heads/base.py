@@ -32,10 +32,10 @@ from typing import Any, ClassVar, Protocol, Sequence
 import torch
 import torch.nn as nn
 
-NEEDS = ("video", "frames", "cls", "class_embeddings", "logit_scale", "labels", "label_prompts", "sample_ids")
+NEEDS = ("video", "frames", "cls", "class_embeddings", "logit_scale", "logit_bias", "labels", "label_prompts", "sample_ids")
 """What a head may declare in ``needs``."""
 
-TEXT_NEEDS = frozenset({"class_embeddings", "logit_scale", "label_prompts"})
+TEXT_NEEDS = frozenset({"class_embeddings", "logit_scale", "logit_bias", "label_prompts"})
 """The `NEEDS` only a model with a text tower gives."""
 
 
@@ -82,6 +82,8 @@ class HeadContext:
         has_cls: whether the visual tower has a class token (``cls`` can be given).
         text: the `TextService`, or ``None`` for a model without a text tower.
         no_text_reason: why `text` is ``None``.
+        contrastive_loss: the image-text loss the CLIP was trained with, ``softmax`` (CLIP) or
+            ``sigmoid`` (SigLIP); heads that compare video and text default to it.
     """
 
     num_classes: int
@@ -93,6 +95,7 @@ class HeadContext:
     has_cls: bool = True
     text: TextService | None = None
     no_text_reason: str = ""
+    contrastive_loss: str = "softmax"
 
     def prompts(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> list[str]:
         """Every template filled with every class name, class-major."""
@@ -112,6 +115,16 @@ def loss_dtype(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in REDUCED else x
 
 
+def with_bias(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`logits` plus the CLIP's logit bias where it has one (SigLIP), unchanged otherwise.
+
+    Example:
+        >>> with_bias(torch.zeros(1, 2), torch.tensor(-10.0))
+        tensor([[-10., -10.]])
+    """
+    return logits if bias is None else logits + bias.to(device=logits.device, dtype=logits.dtype)
+
+
 @dataclass
 class HeadInputs:
     """The features of a batch; a head receives the ones it declared, the rest are ``None``.
@@ -122,6 +135,8 @@ class HeadInputs:
         cls: the frame-mean raw class token of the last visual block ``(B, W)``.
         class_embeddings: normalised class-prompt embeddings ``(C, E)``.
         logit_scale: CLIP's own temperature ``exp(logit_scale)``, a scalar without gradient.
+        logit_bias: the CLIP's own logit bias (SigLIP), without gradient; ``None`` for a model
+            without one.
         labels: ``(B,)`` class indices, or ``None`` at evaluation.
         label_prompts: each sample's class prompt (first template), at training.
         sample_ids: ``(B,)`` dataset indices, for per-sample random choices (CMLM masking).
@@ -132,6 +147,7 @@ class HeadInputs:
     cls: torch.Tensor | None = None
     class_embeddings: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
+    logit_bias: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     label_prompts: list[str] | None = None
     sample_ids: torch.Tensor | None = None

@@ -15,7 +15,7 @@ from clipadapt.adapters import temporal_pool  # noqa: F401  (registers the built
 from clipadapt.attention import efficient_attention as use_efficient_attention
 from clipadapt.backbones import UnsupportedModelError, detect
 from clipadapt.backbones.base import first_tensor
-from clipadapt.heads.base import HeadContext, HeadInputs
+from clipadapt.heads.base import HeadContext, HeadInputs, with_bias
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
 from clipadapt.models.text import TextPath
@@ -109,7 +109,9 @@ class VideoCLIP(nn.Module):
                 self.text = TextPath(clip, spec.text(clip), tokenizer=tokenizer)
             except UnsupportedModelError as error:
                 self.no_text_reason = str(error)
-        self._logit_scale = (spec.logit_scale(clip),)  # a tuple: not registered as this module's parameter
+        # tuples: not registered as this module's parameters
+        self._logit_scale, self._logit_bias = (spec.logit_scale(clip),), (spec.logit_bias(clip),)
+        self.contrastive_loss = spec.contrastive_loss(clip)
         self.templates = list(templates)
         self.classnames = list(classnames or [])
         self.num_classes = len(self.classnames) or num_classes or 0
@@ -184,6 +186,7 @@ class VideoCLIP(nn.Module):
             has_cls=self.visual_tower.cls_index is not None,
             text=self.text,
             no_text_reason=self.no_text_reason if self.text is None else "",
+            contrastive_loss=self.contrastive_loss,
         )
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
@@ -200,6 +203,11 @@ class VideoCLIP(nn.Module):
             raise ValueError(f"the {self.family} model has no logit scale (no text tower); heads that compare "
                              "video and text need one")
         return self._logit_scale[0].detach().exp()
+
+    def logit_bias(self) -> torch.Tensor | None:
+        """The CLIP's own logit bias (SigLIP), without gradient; ``None`` for a model without one."""
+        bias = self._logit_bias[0]
+        return None if bias is None else bias.detach().reshape(())
 
     def _text_path(self) -> TextPath:
         if self.text is None:
@@ -277,8 +285,9 @@ class VideoCLIP(nn.Module):
         return param.dtype if param is not None else next(self.clip.parameters()).dtype
 
     def zero_shot_logits(self, video: torch.Tensor, classnames: Sequence[str] | None = None) -> torch.Tensor:
-        """``s·cos(video, class prompt)`` over `classnames` (paper eq. 11), ``(B, C)``, with ``s``
-        CLIP's own logit scale (`logit_scale`: 100 for OpenAI's weights).
+        """``s·cos(video, class prompt) + b`` over `classnames` (paper eq. 11), ``(B, C)``, with ``s``
+        CLIP's own logit scale (`logit_scale`: 100 for OpenAI's weights) and ``b`` its logit bias
+        where it has one (SigLIP: ``sigmoid`` of these logits is the model's match probability).
 
         Example:
             >>> logits = model.zero_shot_logits(video, ["ride a horse", "surf"])
@@ -286,7 +295,7 @@ class VideoCLIP(nn.Module):
         if classnames is not None and list(classnames) != self.classnames:
             self.set_classnames(classnames)
         features = self.encode_video(video)
-        return self.logit_scale() * features.video @ self.class_embeddings().t()
+        return with_bias(self.logit_scale() * features.video @ self.class_embeddings().t(), self.logit_bias())
 
     # ---- the decoder ------------------------------------------------------------------
 
@@ -318,6 +327,7 @@ class VideoCLIP(nn.Module):
             cls=features.cls,
             class_embeddings=self.class_embeddings() if "class_embeddings" in needs else None,
             logit_scale=self.logit_scale() if "logit_scale" in needs else None,
+            logit_bias=self.logit_bias() if "logit_bias" in needs else None,
             labels=labels,
             label_prompts=prompts,
             sample_ids=sample_ids,
