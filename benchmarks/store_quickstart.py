@@ -27,7 +27,7 @@ def compare(out_dir: str | Path, overrides: list[str] = (), quality: int = 90, c
     are generated in `data_dir` (default ``out_dir/data``; an existing identical set is reused)."""
     from rich.console import Console
 
-    from clipadapt.config import load_recipe
+    from clipadapt.recipes import load_recipe
     from clipadapt.data import prepare, synthetic
     from clipadapt.engine.run import run
 

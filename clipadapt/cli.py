@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn any CLIP into a video model with small adapters.")
 console = Console()
@@ -76,6 +78,8 @@ def _one_line(error: BaseException) -> str:
     """The message of `error` on one line: a DataLoader worker's re-raised error loses its
     "Caught ... in DataLoader worker" banner and the worker's traceback."""
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if isinstance(error, OSError):  # "[Errno 28] cannot write x: No space left on device": the number says nothing more
+        text = re.sub(r"^\[Errno \d+\] ", "", text)
     if "Original Traceback" in text:  # torch.utils.data re-raises worker errors with the traceback in the message
         last = [line for line in text.strip().splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].rsplit(".", 1)[-1] == type(error).__name__ else last
@@ -152,6 +156,12 @@ def _quiet_native_decoders():
             os.close(original)
 
 
+def _say(label: str, style: str, message: str) -> None:
+    """Print ``label: message`` on one line, the label in `style` and the message literally: text
+    from errors, files and other processes (``x/[/x].pt``, gloo's messages) is never read as markup."""
+    console.print(Text.assemble((label, style), ": ", message), highlight=False, soft_wrap=True)
+
+
 def _user_errors(command):
     """Report a failure (a missing file, a bad value, an unreadable video, a diverged run, a full
     disk, a corrupt checkpoint) as one line naming the culprit and exit 1; ``CLIPADAPT_DEBUG=1``
@@ -161,7 +171,7 @@ def _user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from clipadapt.config import RecipeError
+        from clipadapt.recipes import RecipeError
         from clipadapt.engine.train import TrainingInterrupted
 
         debug = os.environ.get("CLIPADAPT_DEBUG") == "1"
@@ -172,23 +182,22 @@ def _user_errors(command):
             _print_recipe_error(error)
             raise typer.Exit(code=1)
         except TrainingInterrupted as stop:
-            console.print(f"[bold yellow]interrupted[/]: saved {stop.path} at step {stop.step}; resume with: "
-                          f"{_resume_command()}", highlight=False, soft_wrap=True)
+            _say("interrupted", "bold yellow", f"saved {stop.path} at step {stop.step}; resume with: {_resume_command()}")
             raise typer.Exit(code=130)
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
         except MemoryError:
             if debug:
                 raise
-            console.print("[bold red]error[/]: out of memory (MemoryError); lower data.batch_size or data.frames, or "
-                          "check the sizes the recipe or file asks for", highlight=False, soft_wrap=True)
+            _say("error", "bold red", "out of memory (MemoryError); lower data.batch_size or data.frames, or "
+                 "check the sizes the recipe or file asks for")
             raise typer.Exit(code=1)
         except Exception as error:  # noqa: BLE001  (every failure is one line; CLIPADAPT_DEBUG=1 for the traceback)
             if debug:
                 raise
             known = isinstance(error, (OSError, ValueError, KeyError, TypeError, RuntimeError))
             prefix = "" if known and type(error).__module__.startswith(("clipadapt", "builtins")) else f"{type(error).__name__}: "
-            console.print(f"[bold red]error[/]: {prefix}{_one_line(error)}", highlight=False, soft_wrap=True)
+            _say("error", "bold red", f"{prefix}{_one_line(error)}")
             raise typer.Exit(code=1)
 
     return wrapper
@@ -203,7 +212,7 @@ def _first_line(obj) -> str:
 def ls(kind: str = typer.Argument(..., help="adapters | heads | backbones | recipes")) -> None:
     """List registered adapters, heads, backbones or the built-in recipes."""
     if kind == "recipes":
-        from clipadapt.config import builtin_recipes
+        from clipadapt.recipes import builtin_recipes
 
         rows = [(name, recipe_description(path)) for name, path in builtin_recipes().items()]
     else:
@@ -235,7 +244,7 @@ def copy_recipe(
     dest: Path = typer.Argument(..., help="a file to write, or a folder to write NAME.yaml into"),
 ) -> None:
     """Copy a built-in recipe to edit it, then `clipadapt run DEST`."""
-    from clipadapt.config import builtin_recipes
+    from clipadapt.recipes import builtin_recipes
 
     recipes = builtin_recipes()
     if recipe not in recipes:
@@ -246,7 +255,7 @@ def copy_recipe(
     if not target.parent.is_dir():
         raise FileNotFoundError(f"folder {target.parent} does not exist")
     target.write_text(recipes[recipe].read_text())
-    console.print(f"copied {recipe} to {target}; edit it, then: clipadapt run {target}", highlight=False, soft_wrap=True)
+    console.print(f"copied {recipe} to {target}; edit it, then: clipadapt run {target}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -321,18 +330,18 @@ def validate(
     no_plugins: bool = typer.Option(False, "--no-plugins", help="do not import the recipe's plugins; what only they could register goes unchecked"),
 ) -> None:
     """Check a recipe (with overrides): print every error with its key path, or "ok" and a summary."""
-    from clipadapt.config import RecipeError, from_dict, load_recipe_dict
-    from clipadapt.config import validate as check
+    from clipadapt.recipes import RecipeError, from_dict, load_recipe_dict
+    from clipadapt.recipes import validate as check
 
     try:
         data, name = load_recipe_dict(recipe, overrides or [])
         plugins = data.get("plugins") if isinstance(data.get("plugins"), list) else []
         if plugins and not no_plugins:
-            console.print(f"importing plugins: {', '.join(map(str, plugins))}", highlight=False)
+            console.print(f"importing plugins: {', '.join(map(str, plugins))}", highlight=False, markup=False)
         skipped: list[str] = []
         errors = check(data, plugins=not no_plugins, skipped=skipped)
         for note in skipped:
-            console.print(f"[yellow]skipped[/]: {note}", highlight=False, soft_wrap=True)
+            _say("skipped", "yellow", note)
         if errors:
             raise RecipeError(errors, source=str(recipe))
         loaded = from_dict(data, name=name, validated=True)
@@ -374,25 +383,25 @@ def schema(output: Path = typer.Option(None, "--output", "-o", help="write to th
     """Print the JSON Schema of recipe files, for editors (VS Code's YAML extension: `# yaml-language-server: $schema=FILE`)."""
     import json
 
-    from clipadapt.config import recipe_json_schema
+    from clipadapt.recipes import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2)
     if output is None:
         typer.echo(text)
     else:
         output.write_text(text + "\n")
-        console.print(f"wrote {output}", highlight=False)
+        console.print(f"wrote {output}", highlight=False, markup=False)
 
 
 def _print_recipe_error(error) -> None:
     lines = str(error).splitlines()
     if len(lines) == 2:  # one error: one line
-        console.print(f"[bold red]error[/]: {error.source}: {lines[1]}", highlight=False, soft_wrap=True)
+        _say("error", "bold red", f"{error.source}: {lines[1]}")
         return
-    console.print(f"[bold red]{lines[0]}[/]", highlight=False)
+    console.print(Text(lines[0], style="bold red"), highlight=False)
     for line in lines[1:]:
         path, _, message = line.partition(": ")
-        console.print(f"  [red]{path}[/]: {message}", highlight=False, soft_wrap=True)
+        _say(f"  {path}", "red", message)
 
 
 @app.command()
@@ -416,7 +425,7 @@ def run(
 
 
 def _load(recipe: str, overrides: list[str] | None):
-    from clipadapt.config import RecipeError, load_recipe
+    from clipadapt.recipes import RecipeError, load_recipe
 
     try:
         return load_recipe(recipe, overrides or [])
@@ -447,7 +456,7 @@ def eval_command(
     """Evaluate a checkpoint on the recipe's test set: multi-view fusion, top-1/top-5 per head and fused."""
     from clipadapt.engine.tasks import evaluate_checkpoint
 
-    from clipadapt.config import require_data
+    from clipadapt.recipes import require_data
 
     loaded = _load(recipe, overrides)
     require_data(loaded, (split,))
@@ -469,7 +478,7 @@ def zeroshot(
     if checkpoint is not None and "=" in checkpoint.name:  # no checkpoint given: that was an override
         overrides, checkpoint = [str(checkpoint), *(overrides or [])], None
     loaded = _load(recipe, overrides)
-    from clipadapt.config import dataset_source
+    from clipadapt.recipes import dataset_source
 
     chosen = [int(s) for s in splits.split(",") if s.strip()] if dataset_source(loaded).official_splits else [loaded.data.split]
     result = zero_shot(loaded, checkpoint, chosen)
@@ -565,7 +574,7 @@ def export(
     from clipadapt.engine.tasks import export_adapters
 
     path = export_adapters(checkpoint, out)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path}", markup=False)
 
 
 def main() -> None:  # pragma: no cover

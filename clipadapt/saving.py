@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
+from clipadapt.atomic import atomic_write_bytes
 from clipadapt.digest import payload_sha256
 from clipadapt.inject import backbone_fingerprint, freeze_model, inject, injections, is_adapter_param
 
@@ -85,12 +87,8 @@ def save_adapters(model: nn.Module, path: str | os.PathLike, *, recipe: dict | N
             seen.add(key)
             unique[name] = tensor
     metadata["sha256"] = payload_sha256(unique)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(unique, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    # serialised in memory, then written like a checkpoint: a full disk is an OSError naming `path`
+    return atomic_write_bytes(safetensors_bytes(unique, metadata=metadata), path)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from clipadapt.cli import app
-from clipadapt.config import builtin_recipes, load_recipe
+from clipadapt.recipes import builtin_recipes, load_recipe
 
 runner = CliRunner()
 COMMANDS = ["ls", "cp", "synthetic", "inspect", "demo", "validate", "run", "eval", "zeroshot", "predict", "flops"]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from clipadapt.cli import app
-from clipadapt.config import (
+from clipadapt.recipes import (
     MAX_OPTION_INT,
     Recipe,
     RecipeError,
@@ -452,7 +452,7 @@ def test_binary_or_oversized_recipes_and_bases_are_one_line_errors(tmp_path, con
 
 def test_json_schema_accepts_every_builtin_recipe_and_rejects_broken_ones():
     jsonschema = pytest.importorskip("jsonschema")
-    from clipadapt.recipe_files import load_with_bases, read_yaml_file
+    from clipadapt.recipes.files import load_with_bases, read_yaml_file
 
     schema = recipe_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)

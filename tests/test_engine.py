@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from clipadapt.config import from_dict
+from clipadapt.recipes import from_dict
 from clipadapt.data import build_loader
 from clipadapt.engine import (
     CheckpointMismatchError,

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from clipadapt.config import load_recipe
+from clipadapt.recipes import load_recipe
 from clipadapt.engine.evaluate import eval_options, evaluate
 
 VIDEOS, VIEWS, CLASSES = 16, 3, 6

@@ -194,7 +194,7 @@ def test_the_tiny_config_names_an_unknown_key_and_its_neighbours():
 
 
 def test_validate_refuses_text_adapters_and_text_heads_on_a_family_without_a_text_tower():
-    from clipadapt.config import load_recipe_dict, validate
+    from clipadapt.recipes import load_recipe_dict, validate
 
     data, _ = load_recipe_dict("quickstart")
     data["model"]["family"] = "timm"

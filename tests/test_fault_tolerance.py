@@ -66,7 +66,7 @@ def _recorded_eval(run_dir: Path, step: int) -> dict:
 
 
 def test_eval_on_a_checkpoint_reproduces_exactly_the_metrics_the_run_recorded(finished_run):
-    from clipadapt.config import load_recipe
+    from clipadapt.recipes import load_recipe
     from clipadapt.engine.tasks import evaluate_checkpoint
 
     run_dir, args = finished_run
@@ -151,7 +151,7 @@ def test_a_second_run_into_a_locked_output_dir_gets_one_line(finished_run, tmp_p
 
 
 def test_a_checkpoint_trained_on_other_frozen_weights_is_refused_saying_what_differs(tmp_path):
-    from clipadapt.config import load_recipe
+    from clipadapt.recipes import load_recipe
     from clipadapt.engine import build_optimizer, build_scheduler, save_checkpoint
     from clipadapt.engine.tasks import load_trained
     from clipadapt.models import build_from_recipe
@@ -369,6 +369,38 @@ def test_a_stored_recipe_with_a_yaml_tag_gets_one_line(tmp_path):
     assert f"{path}: the stored recipe is not plain YAML" in result.output and "Traceback" not in result.output
 
 
+def test_a_stored_recipe_with_an_alias_bomb_is_refused_before_it_is_walked(tmp_path):
+    levels = "".join(f"l{i}: &l{i} [*l{i - 1}, *l{i - 1}]\n" for i in range(1, 18))  # 2**17 nodes in 600 bytes
+    path = _write_state(_trained_checkpoint(tmp_path), "l0: &l0 [x, x]\n" + levels)
+    with pytest.raises(ValueError, match=rf"{path}: the stored recipe is not plain YAML \(expands to more than 100000 nodes"):
+        load_checkpoint(path)
+    result = runner.invoke(app, ["predict", str(path), "video.mp4"])
+    assert result.exit_code == 1 and len(error_lines(result.output)) == 1, result.output
+    assert "expands to more than 100000 nodes" in result.output and "memory" not in result.output
+
+
+def test_a_finished_runs_stored_recipe_is_read_by_the_bounded_loader(tmp_path):
+    from clipadapt.engine.run import finished_results
+    from clipadapt.recipes import RecipeError, load_recipe
+
+    recipe = load_recipe("quickstart", [f"output_dir={tmp_path}"])
+    (tmp_path / "results.json").write_text("{}")
+    levels = "".join(f"l{i}: &l{i} [*l{i - 1}, *l{i - 1}]\n" for i in range(1, 18))
+    (tmp_path / "recipe.yaml").write_text("l0: &l0 [x, x]\n" + levels)
+    with pytest.raises(RecipeError, match="expands to more than 100000 nodes"):
+        finished_results(recipe)
+
+
+def test_a_truncated_safetensors_file_given_as_a_checkpoint_names_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path))
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match=rf"{path} is not a readable clipadapt training checkpoint \(truncated or corrupt"):
+        load_checkpoint(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # one-line failures
 
@@ -397,6 +429,77 @@ def test_a_full_disk_while_checkpointing_names_the_file_and_keeps_the_old_one(tm
     assert torch.load(path, weights_only=True)["step"] == 1 and not list(tmp_path.glob(".*.tmp"))
     result = _invoke(raised.value)
     assert result.exit_code == 1 and result.output.count("\n") == 1 and str(path) in result.output
+
+
+class _FillingFile:
+    """A temporary file on a disk with `room` bytes left: the write that passes it fails with
+    ENOSPC after writing what fits, as the kernel's write does on a full disk."""
+
+    real = None
+    room = 4096
+
+    def __init__(self, **kwargs):
+        self.file = _FillingFile.real(**kwargs)
+        self.name, self.written = self.file.name, 0
+
+    def write(self, data):
+        if self.written + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written += len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):  # flush, fileno
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    import clipadapt.atomic as atomic
+
+    _FillingFile.real = atomic.tempfile.NamedTemporaryFile
+    monkeypatch.setattr(atomic.tempfile, "NamedTemporaryFile", _FillingFile)
+
+
+def test_a_really_full_disk_while_checkpointing_names_the_file_and_says_so(tmp_path, full_disk):
+    path = tmp_path / "last.pt"
+    torch.save({"step": 1}, path)
+    with pytest.raises(OSError, match=rf"cannot write {path}: No space left on device; the previous last.pt is kept") as raised:
+        atomic_save({"step": 2, "weights": torch.zeros(300_000)}, path)
+    assert raised.value.errno == errno.ENOSPC
+    assert torch.load(path, weights_only=True) == {"step": 1} and not list(tmp_path.glob(".*.tmp"))
+    result = _invoke(raised.value)
+    assert result.output.strip() == f"error: cannot write {path}: No space left on device; the previous last.pt is kept"
+
+
+def test_an_adapter_file_on_a_full_disk_names_the_file(tmp_path, full_disk):
+    import clipadapt
+    from tiny import BUILDERS
+
+    model = BUILDERS["open_clip"]()
+    clipadapt.inject(model, "ted", layers="all", width=8)
+    path = tmp_path / "ted.safetensors"
+    with pytest.raises(OSError, match=rf"cannot write {path}: No space left on device"):
+        clipadapt.save_adapters(model, path)
+    assert not path.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("message", ["checkpoint runs/x/[/x].pt does not exist",
+                                     "[/tmp/gloo] rank 3 did not answer within 1800 s [bold]"])
+def test_error_text_is_printed_literally_never_as_markup(message):
+    result = _invoke(FileNotFoundError(message))
+    assert result.exit_code == 1 and result.output.strip() == f"error: {message}", result.output
+
+
+def test_a_checkpoint_path_with_brackets_gets_one_line_naming_it():
+    result = runner.invoke(app, ["predict", "x/[/x].pt", "video.mp4"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "x/[/x].pt" in result.output and "Traceback" not in result.output
 
 
 def test_a_dataloader_workers_error_is_one_line():

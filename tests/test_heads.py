@@ -138,7 +138,7 @@ def test_an_unknown_head_option_is_refused_naming_it_and_the_accepted_ones():
 
 
 def test_recipe_validation_checks_head_options_against_the_head():
-    from clipadapt.config import validate
+    from clipadapt.recipes import validate
 
     errors = validate({"adapters": [], "heads": [{"name": "vc", "options": {"dropuot": 0.1}}]})
     assert any(e.path == "heads.0.options.dropuot" and "did you mean 'dropout'" in e.message for e in errors), errors

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from clipadapt.adapters.bottleneck import Bottleneck
 from clipadapt.adapters.temporal_pool import TemporalPooling
-from clipadapt.config import load_recipe
+from clipadapt.recipes import load_recipe
 from clipadapt.heads.cmlm import read_word_list
 from clipadapt.inject import injections
 from clipadapt.models import build_m2clip, build_video_clip

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from clipadapt.config import RecipeError, load_recipe, require_data
+from clipadapt.recipes import RecipeError, load_recipe, require_data
 from clipadapt.data import kinetics400_classes
 from clipadapt.data.recipe import build_dataset
 from clipadapt.data.synthetic import generate

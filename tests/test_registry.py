@@ -27,7 +27,7 @@ def test_builtin_adapters_and_backbones_are_registered():
 
 
 def test_every_name_a_recipe_picks_has_its_builtin_entries_registered():
-    from clipadapt.config import registries
+    from clipadapt.recipes import registries
 
     known = registries()
     assert {"list", "k400", "ssv2", "ucf101", "hmdb51", "synthetic"} <= set(known["datasets"].names())
@@ -79,7 +79,7 @@ def plain_sgd(groups, optim_cfg):
 def test_a_plugin_file_adds_a_dataset_pooling_transform_and_optimizer(tmp_path):
     import torch
 
-    from clipadapt.config import load_recipe, validate
+    from clipadapt.recipes import load_recipe, validate
     from clipadapt.data.recipe import build_dataset
     from clipadapt.data.synthetic import generate
     from clipadapt.engine.optim import build_optimizer
@@ -118,7 +118,7 @@ class PluginClip(OpenCLIPSpec):
 
 
 def test_a_plugin_family_is_a_valid_model_family_and_a_misspelt_one_is_named(tmp_path):
-    from clipadapt.config import RecipeError, load_recipe
+    from clipadapt.recipes import RecipeError, load_recipe
     from clipadapt.models import build_clip
 
     (tmp_path / "plugin_family.py").write_text(FAMILY_PLUGIN)

@@ -67,7 +67,7 @@ def test_a_second_run_says_it_reuses_the_generated_data(quickstart, tmp_path):
 def test_eval_prints_the_accuracy_computed_by_hand_from_the_model(quickstart):
     import torch
 
-    from clipadapt.config import load_recipe
+    from clipadapt.recipes import load_recipe
     from clipadapt.data.recipe import build_dataset
     from clipadapt.data.transforms import normalize_video
     from clipadapt.engine.tasks import load_trained

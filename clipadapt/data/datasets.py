@@ -98,6 +98,40 @@ def read_text_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
     return [(number, line) for number, line in enumerate(lines, start=1) if line]
 
 
+def _trailing_numbers(line: str) -> int:
+    """How many whitespace-separated integers end `line` (the path keeps at least one token)."""
+    tokens = line.split()
+    numbers = 0
+    while numbers < len(tokens) - 1 and _INTEGER.match(tokens[-1 - numbers]):
+        numbers += 1
+    return numbers
+
+
+def _frames_dir_columns(line: str) -> int:
+    """The number columns of a frames-folder line (0 for a comma line or a video file)."""
+    if "," in line:
+        return 0
+    numbers = _trailing_numbers(line)
+    path = line.rsplit(None, numbers)[0] if numbers else line
+    return 0 if path.lower().endswith(VIDEO_EXTENSIONS) else numbers
+
+
+def _check_offset_layout(path, lines: list[tuple[int, str]]) -> None:
+    """Refuse a list whose frames-folder lines mix two and three numbers: a three-number line
+    (``imgs 5 3 5``) is then either ``offset num_frames label`` or, as in mmaction2's multi-label
+    lists, ``num_frames label label``, and the file does not say which."""
+    columns = {number: _frames_dir_columns(line) for number, line in lines}
+    two = next((number for number, count in columns.items() if count == 2), None)
+    three = next((number for number, count in columns.items() if count == 3), None)
+    if two is not None and three is not None:
+        raise ListFileError(
+            f"{path}:{three}: three numbers after the frames folder while line {two} has two: "
+            f"{dict(lines)[three]!r} reads either as 'offset num_frames label' or as 'num_frames label label' "
+            "(a multi-label line, which clipadapt does not read); write every line with an offset "
+            "('frames_dir offset num_frames label') or none"
+        )
+
+
 def _parse_list_line(line: str, where: str) -> Entry:
     if "," in line:
         path, _, label = line.rpartition(",")
@@ -105,9 +139,7 @@ def _parse_list_line(line: str, where: str) -> Entry:
             return Entry(path.strip(), int(label))
         raise ListFileError(f"{where}: cannot parse {line!r}; expected {LIST_FORMATS}")
     tokens = line.split()
-    numbers = 0
-    while numbers < len(tokens) - 1 and _INTEGER.match(tokens[-1 - numbers]):
-        numbers += 1
+    numbers = _trailing_numbers(line)
     if numbers == 0:
         raise ListFileError(f"{where}: cannot parse {line!r}; expected {LIST_FORMATS}")
     path = line.rsplit(None, numbers)[0]
@@ -132,8 +164,11 @@ def read_list_file(path: str | os.PathLike) -> list[Entry]:
     ``video,label``) for a video file, and ``frames_dir label``, ``frames_dir num_frames label``
     or ``frames_dir offset num_frames label`` for a folder of extracted frames (the clip is
     frames ``offset .. offset + num_frames - 1`` of the folder). A line with several labels is
-    refused with its file and line number. Blank lines and lines starting with ``#`` are
-    skipped; a BOM and CRLF endings are removed; paths stay as written (relative to the root).
+    refused with its file and line number. Three numbers after a frames folder are read as
+    ``offset num_frames label`` only when every frames-folder line of the file has three: a file
+    that mixes two and three is refused, since its three-number lines may be multi-label lines
+    (``num_frames label label``). Blank lines and lines starting with ``#`` are skipped; a BOM and
+    CRLF endings are removed; paths stay as written (relative to the root).
 
     Example:
         >>> import tempfile, pathlib
@@ -142,11 +177,10 @@ def read_list_file(path: str | os.PathLike) -> list[Entry]:
         >>> [(e.path, e.label, e.num_frames, e.offset) for e in read_list_file(file)]
         [('a.mp4', 0, None, 0), ('b.mp4', 1, None, 0), ('frames/c', 2, 120, 0), ('frames/d', 3, 100, 8)]
     """
-    return [
-        _parse_list_line(line, f"{path}:{number}")
-        for number, line in read_text_lines(path)
-        if not line.startswith("#")
-    ]
+    lines = [(number, line) for number, line in read_text_lines(path) if not line.startswith("#")]
+    entries = [_parse_list_line(line, f"{path}:{number}") for number, line in lines]
+    _check_offset_layout(path, lines)
+    return entries
 
 
 def read_label_map(path: str | os.PathLike) -> list[str]:

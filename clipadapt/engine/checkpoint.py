@@ -10,7 +10,7 @@ sha256 of every frozen tensor (for a random ``weights: null`` backbone the froze
 themselves), so a loader rebuilds exactly the trained model or says what differs. A sha256 of
 the whole payload is checked on every load, and only finite states are written.
 
-Atomic writes (`clipadapt.engine.atomic`), random state (`clipadapt.engine.seeding`) and the
+Atomic writes (`clipadapt.atomic`), random state (`clipadapt.engine.seeding`) and the
 output folder lock (`clipadapt.engine.run_lock`) have modules of their own; their names are
 importable from here too.
 
@@ -31,10 +31,11 @@ import torch
 import yaml
 
 from clipadapt.digest import payload_sha256, tensor_digests
-from clipadapt.engine.atomic import atomic_save, remove_orphan_tmp_files
+from clipadapt.atomic import atomic_save, remove_orphan_tmp_files
 from clipadapt.engine.run_lock import OutputDirLockedError, output_dir_lock
 from clipadapt.engine.seeding import get_rng_state, seed_everything, set_rng_state
-from clipadapt.recipe_checks import estimate_parameters
+from clipadapt.recipes.checks import estimate_parameters
+from clipadapt.recipes.files import RecipeError, load_yaml
 
 __all__ = [
     "CheckpointMismatchError", "CorruptCheckpointError", "NonFiniteStateError", "OutputDirLockedError",
@@ -323,7 +324,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError:
         raise ValueError(f"{path} is not a readable clipadapt training checkpoint: it does not load with "
                          "weights_only=True (clipadapt checkpoints hold only tensors and plain values)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, UnicodeDecodeError) as error:  # truncated or corrupt
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001  (truncated, corrupt, or another format: safetensors' own error names no file)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path} is not a readable clipadapt training checkpoint (truncated or corrupt: {first})") from None
     if not isinstance(state, dict) or "format" not in state:
@@ -344,10 +347,11 @@ def _parse_stored_recipe(text, path: Path) -> dict:
     if not isinstance(text, str) or len(text.encode()) > MAX_RECIPE_BYTES:
         raise ValueError(f"{path}: the stored recipe is not YAML text of at most {MAX_RECIPE_BYTES} bytes")
     try:
-        recipe = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        first = str(error).strip().splitlines()[0]
-        raise ValueError(f"{path}: the stored recipe is not plain YAML ({first}); clipadapt writes recipes without tags") from None
+        recipe = load_yaml(text, source=f"{path}: the stored recipe")
+    except RecipeError as error:  # not YAML, a tag, or an alias bomb: refused before anything is built
+        reason = error.errors[0].message.removeprefix("not a recipe: ")
+        raise ValueError(f"{path}: the stored recipe is not plain YAML ({reason}); clipadapt writes recipes "
+                         "without tags or aliases") from None
     check_recipe_shapes(recipe, str(path))
     return recipe
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from clipadapt.config import Recipe, dataset_source, load_recipe, require_data
+from clipadapt.recipes import Recipe, dataset_source, load_recipe, require_data
+from clipadapt.recipes.files import read_yaml_file
 from clipadapt.engine import distributed
 from clipadapt.engine.checkpoint import CheckpointMismatchError, checkpoint_dir, output_dir_lock, recipe_diff, seed_everything
 from clipadapt.engine.evaluate import eval_batch_videos, eval_options, evaluate
@@ -51,8 +52,6 @@ def finished_results(recipe: Recipe, *, allow_recipe_change: bool = False) -> di
         >>> finished_results(load_recipe("quickstart", ["output_dir=/tmp/none"])) is None  # doctest: +SKIP
         True
     """
-    import yaml
-
     folder = Path(recipe.output_dir)
     path = folder / "results.json"
     if not path.is_file():
@@ -62,7 +61,7 @@ def finished_results(recipe: Recipe, *, allow_recipe_change: bool = False) -> di
     except ValueError as error:
         raise ValueError(f"{path} is not readable JSON ({error}); delete it or pass --retrain") from None
     stored = folder / "recipe.yaml"
-    previous = yaml.safe_load(stored.read_text()) or {} if stored.is_file() else {}
+    previous = read_yaml_file(stored, what="stored recipe") or {} if stored.is_file() else {}
     if (previous.get("schedule") or {}).get("epochs", recipe.schedule.epochs) != recipe.schedule.epochs:
         return None  # more (or fewer) epochs asked for: not finished for this recipe
     if previous and not allow_recipe_change:

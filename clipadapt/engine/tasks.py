@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from clipadapt.config import Recipe
+from clipadapt.recipes import Recipe
 from clipadapt.engine.checkpoint import CheckpointMismatchError, load_checkpoint, load_frozen, recipe_diff, seed_everything
 from clipadapt.engine.evaluate import eval_batch_videos, eval_options, evaluate
 

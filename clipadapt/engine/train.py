@@ -165,7 +165,7 @@ class Trainer:
         model: ``model(video, labels) -> {"loss", "losses": {head: loss}}`` in train mode,
             ``model(video) -> {head: logits, "fused": probs}`` in eval mode, plus
             ``param_groups(weight_decay)``, ``trainable_state_dict()``, ``load_trainable_state_dict(sd)``.
-        recipe: a :class:`clipadapt.config.Recipe` (optim, schedule, precision, eval, data.accumulate,
+        recipe: a :class:`clipadapt.recipes.Recipe` (optim, schedule, precision, eval, data.accumulate,
             output_dir, seed, resume).
         train_loader: batches ``{"video": (B, T, 3, H, W), "label": (B,), "bad": (B,)}`` with
             ``set_epoch(epoch)`` (see :func:`clipadapt.data.build_loader`), B per rank.

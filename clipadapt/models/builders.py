@@ -24,7 +24,7 @@ def _plain(value):
     """Dataclass sections as dicts (recipes may come as `Recipe` objects or plain dicts)."""
     import dataclasses
 
-    if hasattr(value, "model_dump"):  # a clipadapt.config section
+    if hasattr(value, "model_dump"):  # a clipadapt.recipes section
         return value.model_dump()
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
@@ -50,7 +50,7 @@ def build_clip(model_cfg) -> nn.Module:
 
 
 def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoCLIP:
-    """The `VideoCLIP` of a recipe (a `clipadapt.config.Recipe` or its ``to_dict()``).
+    """The `VideoCLIP` of a recipe (a `clipadapt.recipes.Recipe` or its ``to_dict()``).
 
     Without class names (no label map at hand) the recipe's ``data.num_classes`` is used, which
     is enough to count parameters and FLOPs.

@@ -145,9 +145,9 @@ def test_offset_and_frame_count_columns_choose_the_frames(tiny_data, tmp_path):
 
     frames = open_video(tiny_data.root / "videos/00000.mp4").get(range(12))
     write_frames(tmp_path / "v", frames)
-    (tmp_path / "list.txt").write_text("v 3 4 0\nv 6 0\n")
+    (tmp_path / "list.txt").write_text("v 3 4 0\nv 0 6 0\n")  # every line with an offset (mixing is refused)
     dataset = VideoDataset(tmp_path / "list.txt", root=tmp_path, num_frames=4, stride=1, size=32,
                            transform=lambda clip, generator: clip, on_error="raise")
-    # frames 3..6 of the folder (offset 3, 4 frames), and 0..3 of the first 6
+    # frames 3..6 of the folder (offset 3, 4 frames), and 1..4, the middle of the first 6 (offset 0, 6 frames)
     assert torch.equal(dataset[0]["video"], frames[3:7].permute(0, 3, 1, 2))
     assert torch.equal(dataset[1]["video"], frames[1:5].permute(0, 3, 1, 2))

@@ -18,13 +18,24 @@ def write(path, text):
 
 
 def test_list_file_reads_the_mmaction2_formats(tmp_path):
-    file = write(tmp_path / "list.txt", "# comment\nclass a/v 1.mp4 3\n\nb.mp4,4\nframes/c 150 5\n"
-                 "frames/d 2 5 127\nframes/e 7\n")
+    file = write(tmp_path / "list.txt", "# comment\nclass a/v 1.mp4 3\n\nb.mp4,4\nframes/c 150 5\nframes/e 7\n")
     entries = read_list_file(file)
     assert [(e.path, e.label, e.num_frames, e.offset) for e in entries] == [
-        ("class a/v 1.mp4", 3, None, 0), ("b.mp4", 4, None, 0), ("frames/c", 5, 150, 0),
-        ("frames/d", 127, 5, 2), ("frames/e", 7, None, 0),
+        ("class a/v 1.mp4", 3, None, 0), ("b.mp4", 4, None, 0), ("frames/c", 5, 150, 0), ("frames/e", 7, None, 0),
     ]
+    offsets = write(tmp_path / "offsets.txt", "frames/d 2 5 127\nframes/f 0 9 3\nclip.mp4 1\n")
+    assert [(e.path, e.label, e.num_frames, e.offset) for e in read_list_file(offsets)] == [
+        ("frames/d", 127, 5, 2), ("frames/f", 3, 9, 0), ("clip.mp4", 1, None, 0)]
+
+
+def test_a_three_number_line_in_a_list_of_two_number_lines_is_refused_not_read_as_an_offset(tmp_path):
+    # mmaction2's multi-label rawframe lists write 'frames_dir num_frames label label ...': beside
+    # 'imgs 5 3', the line 'imgs 5 3 5' is five frames of classes 3 and 5, not offset 5
+    file = write(tmp_path / "multi.txt", "frames/a 5 3\n# two labels\nimgs 5 3 5\n")
+    with pytest.raises(ListFileError, match=r"multi.txt:3: three numbers after the frames folder while line 1 has two: "
+                                            r"'imgs 5 3 5' reads either as 'offset num_frames label' or as "
+                                            r"'num_frames label label'"):
+        read_list_file(file)
 
 
 @pytest.mark.parametrize("line", ["x.mp4 0 2 4", "x.avi 3 1", "frames/x 10 1 2 3"])

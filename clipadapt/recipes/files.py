@@ -1,12 +1,12 @@
 """Recipe files: bounded YAML reading, ``_base_`` inheritance (with ``_delete_``) and ``key=value``
-overrides. What comes out is a plain mapping; :mod:`clipadapt.config` checks it against the schema.
+overrides. What comes out is a plain mapping; :mod:`clipadapt.recipes` checks it against the schema.
 
 YAML is read with PyYAML's safe loader, and before a document is built its size with every alias
 expanded is counted: a few bytes of nested aliases (a "billion laughs" document) are refused with
 one line instead of filling the memory of whatever walks the result.
 
 Example:
-    >>> from clipadapt.recipe_files import load_yaml
+    >>> from clipadapt.recipes.files import load_yaml
     >>> load_yaml("a: &x [1, 2]\\nb: *x\\n")
     {'a': [1, 2], 'b': [1, 2]}
 """
@@ -36,7 +36,7 @@ __all__ = [
     "load_with_bases",
 ]
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
+RECIPES_DIR = Path(__file__).parent  # the built-in recipes lie beside this code
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of YAML; 1 MiB is generous
 MAX_YAML_NODES = 100_000  # scalars, sequences and mappings after alias expansion
 DELETE = "_delete_"  # in a child's mapping: replace the base's mapping instead of merging into it
@@ -119,7 +119,7 @@ def load_yaml(text: str, source: str = "recipe", limit: int = MAX_YAML_NODES) ->
         >>> load_yaml(bomb)
         Traceback (most recent call last):
         ...
-        clipadapt.recipe_files.RecipeError: recipe: 1 error(s)
+        clipadapt.recipes.files.RecipeError: recipe: 1 error(s)
         <recipe>: not a recipe: expands to more than 100000 nodes (nested aliases?); refused before building it
     """
     loader = yaml.SafeLoader(text)
@@ -317,7 +317,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     """`data` with each ``dotted.key=value`` set; values are parsed as YAML scalars or lists.
 
     List items are addressed by index (``adapters.0.options.width=192``). Keys that do not exist
-    are set anyway and reported by :func:`clipadapt.config.validate`, with the closest known key.
+    are set anyway and reported by :func:`clipadapt.recipes.validate`, with the closest known key.
 
     Example:
         >>> apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr=3.0e-4", "data.frames=16"])

@@ -1,7 +1,7 @@
 """The checks of a recipe mapping beyond its types: registered names, component options, files,
 shapes nothing could hold, keys that do not fit together, and the import of its plugins.
 
-They run on the raw mapping (after :mod:`clipadapt.config`'s schema pass, whatever it found), so every
+They run on the raw mapping (after :mod:`clipadapt.recipes`'s schema pass, whatever it found), so every
 error of a recipe is reported at once.
 
 Example:
@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from clipadapt.recipe_files import Error
+from clipadapt.recipes.files import Error
 
 __all__ = ["check_beyond_types", "import_plugins", "registries", "component_options", "dataset_source",
            "estimate_parameters", "MAX_OPTION_INT", "MAX_MODEL_PARAMETERS", "MAX_BATCH_BYTES"]
