@@ -24,8 +24,9 @@ import torch.nn as nn
 
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedModelError, get_tower, has, load_state_file
 from clipadapt.backbones.encoders import POOLS, TextEncoder, VisualEncoder, parameters_of, project_with
-from clipadapt.backbones.tokenizers import bpe_tokenizer
+from clipadapt.backbones.preprocess import Preprocess, from_config, side
 from clipadapt.backbones.tiny import TinyConfig
+from clipadapt.backbones.tokenizers import bpe_tokenizer
 from clipadapt.registry import register_backbone
 
 BPE_VOCABULARY = 49408  # OpenAI BPE's ids
@@ -203,6 +204,26 @@ class ResblockText(TextEncoder):
         return parameters_of(self.root.text_projection)
 
 
+PREPROCESS_KEYS = ("mean", "std", "interpolation")
+
+
+def pretrained_preprocess(arch: str, weights: str | None) -> tuple[dict, str]:
+    """open_clip's preprocessing for `arch` with `weights`: the pretrained tag's config, or, for
+    random weights or a local file, the one every tag of `arch` agrees on (SigLIP's 0.5 / 0.5);
+    ``{}`` where none is known or the tags differ. Returns the config and its source in words."""
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if weights in tags:
+        return open_clip.get_pretrained_cfg(arch, weights), f"open_clip's {arch} {weights} config"
+    configs = [{key: open_clip.get_pretrained_cfg(arch, tag).get(key) for key in PREPROCESS_KEYS} for tag in tags]
+    if configs and all(config == configs[0] for config in configs):
+        agree = f"its pretrained tag {tags[0]!r}" if len(tags) == 1 else f"its {len(tags)} pretrained tags agree"
+        return configs[0], f"open_clip's {arch} configs ({agree})"
+    reason = "its pretrained tags differ" if configs else "it has no pretrained tag"
+    return {}, f"open_clip's {arch} configs ({reason})"
+
+
 @contextlib.contextmanager
 def quiet_root_logger(level: int = logging.ERROR):
     """Raise the root logger's level for the duration of the block, then restore it."""
@@ -253,6 +274,30 @@ class OpenCLIPSpec(BackboneSpec):
         return ResblockText(get_tower(model, "text"))
 
     @classmethod
+    def preprocess(cls, model: nn.Module) -> Preprocess:
+        """open_clip's ``preprocess_cfg`` on the model (``open_clip.get_model_preprocess_cfg``),
+        which ``create_model`` sets; a model built from a config dict has only its size there."""
+        import open_clip
+
+        config = open_clip.get_model_preprocess_cfg(model)
+        return from_config(config, side(config.get("size")), "open_clip's preprocess_cfg on the model")
+
+    @classmethod
+    def preprocess_for(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> Preprocess:
+        """The ``preprocess_cfg`` `build` gives the model: the pretrained tag's, or for random
+        weights the one all of `arch`'s tags agree on; a tiny config's side with CLIP's values."""
+        import open_clip
+
+        if tiny is not None:
+            return super().preprocess_for(arch, weights, tiny)
+        arch = arch or "ViT-B-16"
+        config = open_clip.get_model_config(arch)
+        if config is None:
+            return super().preprocess_for(arch, weights, tiny)
+        found, source = pretrained_preprocess(arch, weights)
+        return from_config(found, side(config["vision_cfg"].get("image_size")), source)
+
+    @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """``open_clip.CLIP`` of `tiny`'s sizes, or ``open_clip.create_model(arch, pretrained=weights)``.
 
@@ -281,5 +326,7 @@ class OpenCLIPSpec(BackboneSpec):
             raise ValueError(f"model.arch {arch!r} is not an open_clip config" + (f"; did you mean {close[0]!r}?" if close else ""))
         if weights and Path(str(weights)).suffix and not Path(str(weights)).is_file():
             raise FileNotFoundError(f"model.weights {weights!r} does not exist")
+        found, _ = pretrained_preprocess(arch, weights)
+        preprocess = {key: found[key] for key in PREPROCESS_KEYS if found.get(key) is not None}
         with quiet_root_logger():  # open_clip warns when it builds random weights, which is what was asked
-            return open_clip.create_model(arch, pretrained=weights or None)
+            return open_clip.create_model(arch, pretrained=weights or None, force_preprocess_cfg=preprocess)

@@ -151,10 +151,14 @@ def frozen_clip(recipe: Recipe, classnames: Sequence[str]):
     Example:
         >>> frozen_clip(recipe, ["surf", "ride a horse"]).zero_shot_logits(video)   # doctest: +SKIP
     """
+    from clipadapt.data.recipe import recipe_preprocess
     from clipadapt.models import build_clip, build_video_clip
 
     clip = build_clip(recipe.model)
-    return build_video_clip(clip, classnames, pooling="mean", templates=recipe.video.templates or ["a video of {}"]).eval()
+    model = build_video_clip(clip, classnames, pooling="mean", templates=recipe.video.templates or ["a video of {}"],
+                             tokenizer=recipe.model.tokenizer).eval()
+    model.preprocess = recipe_preprocess(recipe)
+    return model
 
 
 def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[int] = (1,)) -> dict:
@@ -194,7 +198,7 @@ def predict(
     videos: Sequence[str | Path],
     *,
     num_frames: int = 8,
-    size: int = 224,
+    size: int | None = None,
     sampling: str = "segments",
     stride: int = 16,
     top_k: int = 5,
@@ -203,7 +207,8 @@ def predict(
     """Top-k classes and probabilities for each video file.
 
     With `classnames` the videos are classified zero-shot among those names; otherwise by the
-    model's trained heads (fused).
+    model's trained heads (fused). Frames are resized to `size` (default: the model's
+    ``preprocess.size``) with its interpolation and normalised with its mean and std.
 
     Example:
         >>> predict(model, ["clip.mp4"], classnames=["surf", "ride a horse"])   # doctest: +SKIP
@@ -211,11 +216,13 @@ def predict(
     """
     from clipadapt.data import open_video
     from clipadapt.data.sampling import dense_indices, segment_indices
+    from clipadapt.backbones.preprocess import carried_preprocess
     from clipadapt.data.transforms import eval_transform, normalize_video
 
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    transform = eval_transform(size)
+    preprocess = carried_preprocess(model)
+    transform = eval_transform(size or preprocess.size or 224, interpolation=preprocess.interpolation)
     if classnames:
         model.set_classnames(classnames)
     names = list(model.classnames)
@@ -227,7 +234,7 @@ def predict(
         else:
             indices = dense_indices(len(reader), num_frames, stride, train=False)[0]
         frames = reader.get(indices.tolist()).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
-        clip = normalize_video(transform(frames).unsqueeze(0))
+        clip = normalize_video(transform(frames).unsqueeze(0), None, preprocess.mean, preprocess.std)
         with torch.no_grad():
             if classnames:
                 probs = model.zero_shot_logits(clip).softmax(-1)[0]

@@ -70,6 +70,11 @@ class VideoCLIP(nn.Module):
             MetaCLIP 2 worldwide): a ``tokenizer.json`` path, a directory holding one, an
             open_clip model name or a `clipadapt.backbones.tokenizers.Tokenizer`.
 
+    Attributes:
+        preprocess: how the CLIP wants its frames (`clipadapt.backbones.Preprocess`: mean, std,
+            size, interpolation), from its family's config; training and evaluation normalise
+            uint8 batches with its mean and std.
+
     In training mode ``model(video, labels)`` returns ``{"loss", "losses"}``; in eval mode
     ``model(video)`` returns per-head logits ``(B, C)`` and ``"fused"`` (mean of their
     softmax probabilities).
@@ -102,6 +107,7 @@ class VideoCLIP(nn.Module):
             use_efficient_attention(clip)
         self.visual = spec.visual(clip)
         self.visual_tower = self.visual.tower
+        self.preprocess = spec.preprocess(clip)  # a recipe's data.mean/std/size/interpolation replace it
         self.text: TextPath | None = None
         self.no_text_reason = f"the {spec.family} model has no text tower"
         if "text" in spec.towers(clip):
@@ -153,9 +159,10 @@ class VideoCLIP(nn.Module):
                 "classnames": self.classnames, "num_classes": self.num_classes, "heads": [dict(h) for h in self.head_specs]}
 
     @classmethod
-    def from_adapters(cls, clip: nn.Module, path, classnames: Sequence[str] | None = None) -> "VideoCLIP":
+    def from_adapters(cls, clip: nn.Module, path, classnames: Sequence[str] | None = None, tokenizer=None) -> "VideoCLIP":
         """The video model saved by ``save_adapters(video_clip, path)``, rebuilt on `clip` (a fresh
-        CLIP of the same architecture, with its frozen weights) in eval mode.
+        CLIP of the same architecture, with its frozen weights) in eval mode; `tokenizer` as in
+        `VideoCLIP` (the file stores no tokenizer).
 
         Example:
             >>> clipadapt.save_adapters(model, "m2clip.safetensors")
@@ -167,7 +174,7 @@ class VideoCLIP(nn.Module):
         if video is None:
             raise ValueError(f"{path} holds the adapters of a bare CLIP, not a video model; use clipadapt.load_adapters(clip, path)")
         model = cls(clip, classnames or video["classnames"] or None, templates=video["templates"], pooling=video["pooling"],
-                    num_classes=video["num_classes"], pooling_width=video["pooling_width"])
+                    num_classes=video["num_classes"], pooling_width=video["pooling_width"], tokenizer=tokenizer)
         return load_adapters(model, path).eval()
 
     def set_lr_mult(self, prefix: str, mult: float) -> None:
