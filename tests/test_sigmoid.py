@@ -121,3 +121,10 @@ def tiny_clip(init_logit_bias):
 @pytest.fixture
 def tiny_clip_with_bias():
     return tiny_clip(-10.0)
+
+
+def test_a_recipe_chooses_the_heads_loss():
+    from clipadapt.recipes import validate
+
+    heads = [{"name": "contrastive", "options": {"loss": "sigmoid", "bias": -10.0}}, {"name": "cmc", "options": {"loss": "softmax"}}]
+    assert validate({"adapters": [], "heads": heads}) == []

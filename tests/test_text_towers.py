@@ -207,3 +207,13 @@ def test_cmlm_labels_sit_on_the_mask_tokens_whatever_the_special_ids(name, tmp_p
         masked = [head.vocabulary[i] for i in labels[row][labelled[row]].tolist()]
         assert all(word in words for word in masked)
 
+
+
+def test_a_recipes_model_tokenizer_reaches_the_text_path(tmp_path):
+    from clipadapt.models import build_from_recipe
+    from clipadapt.recipes import load_recipe
+
+    path = word_level_tokenizer(tmp_path, **XLMR_LIKE)
+    model = build_from_recipe(load_recipe("quickstart", [f"model.tokenizer={path}"]), ["archery", "surfing"])
+    assert model.text.tokenizer.name == path
+    assert model.text.tokenize(["a video of archery"]).ids[0, :6].tolist() == [0, 4, 5, 6, 7, 2]
