@@ -54,6 +54,9 @@ class _RecordingWriter:
             self.error = error
             raise
 
+    def __getattr__(self, name: str):  # tell, seek, truncate, fileno: the file's own
+        return getattr(self.handle, name)
+
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside `path`, flush, fsync, rename over `path`, fsync
