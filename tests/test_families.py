@@ -158,7 +158,7 @@ def test_hf_siglip_is_covered_where_its_blocks_fit_and_refused_where_not():
         model.add_head("vc")
 
 
-def test_open_clip_text_without_a_causal_mask_is_refused_and_a_timm_trunk_visual_is_named():
+def test_open_clip_text_without_a_causal_mask_asks_for_its_tokenizer_and_a_timm_trunk_visual_is_named():
     import open_clip
 
     clip = open_clip.CustomTextCLIP(
@@ -166,8 +166,10 @@ def test_open_clip_text_without_a_causal_mask_is_refused_and_a_timm_trunk_visual
         vision_cfg=dict(timm_model_name="vit_tiny_patch16_224", timm_model_pretrained=False, image_size=32, patch_size=8),
         text_cfg=dict(context_length=16, vocab_size=100, width=32, layers=1, heads=2, no_causal_mask=True, pool_type="last"),
     )
-    with pytest.raises(UnsupportedModelError, match="pools by 'last' without a causal mask"):
-        detect(clip).text(clip)
+    encoder = detect(clip).text(clip)
+    assert (encoder.pool, encoder.causal, encoder.tokenizer) == ("last", False, None)
+    with pytest.raises(ValueError, match="pools by 'last'.*give its tokenizer"):
+        encoder.tokenize(["a video"])
     with pytest.raises(ValueError, match="timm trunks \\(EVA, SigLIP\\) are not covered"):
         get_tower(clip, "visual")
 

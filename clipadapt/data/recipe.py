@@ -183,14 +183,11 @@ def no_train_transform(size: int, interpolation: str = "bilinear"):
 
 
 def training_transform(name: str, size: int, interpolation: str):
-    """The registered training transform `name` at `size`, resizing with `interpolation`; a
-    plugin's transform that takes no ``interpolation`` is refused unless it is bilinear."""
+    """The registered training transform `name` at `size`, resizing with `interpolation` where
+    it takes one (a plugin's ``(size)`` transform resizes as it does itself)."""
     factory = TRANSFORMS.get(name)
     if "interpolation" in inspect.signature(factory).parameters:
         return factory(size, interpolation=interpolation)
-    if interpolation != "bilinear":
-        raise ValueError(f"data.train_aug {name!r} takes no interpolation and the model resizes {interpolation}; give "
-                         "the transform an interpolation argument or set data.interpolation: bilinear")
     return factory(size)
 
 
