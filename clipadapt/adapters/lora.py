@@ -11,7 +11,7 @@ forward is rewritten and it works wherever the weight is read:
 family                        q, k, v                               o
 ============================  ====================================  ======================
 open_clip, OpenAI ``clip``    rows of the packed ``in_proj_weight``  ``out_proj.weight``
-Hugging Face CLIP             ``q_proj``/``k_proj``/``v_proj``       ``out_proj.weight``
+Hugging Face CLIP, SigLIP     ``q_proj``/``k_proj``/``v_proj``       ``out_proj.weight``
 timm                          rows of the fused ``qkv.weight``       ``proj.weight``
 ============================  ====================================  ======================
 

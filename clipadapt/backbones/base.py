@@ -143,7 +143,7 @@ class BackboneSpec:
 
     @classmethod
     def logit_bias(cls, model: nn.Module) -> torch.Tensor | None:
-        """The learned logit bias of a model trained with the sigmoid loss (SigLIP: open_clip's
+        """SigLIP's learned logit bias ``b`` (its logits are ``exp(logit_scale)·cos + b``; open_clip's
         and Hugging Face's ``logit_bias``), or ``None`` for a model without one (CLIP)."""
         bias = getattr(model, "logit_bias", None)
         return bias if isinstance(bias, torch.Tensor) else None

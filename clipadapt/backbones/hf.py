@@ -1,12 +1,18 @@
-"""Hugging Face ``transformers`` (``pip install 'clipadapt[hf]'``): ``CLIPModel`` (both towers),
-``CLIPVisionModel`` and ``CLIPTextModel`` (one each), their inner transformers, and SigLIP's
-``SiglipModel`` / ``SiglipVisionModel``. Blocks are ``CLIPEncoderLayer``-like: ``layer_norm1``,
-``self_attn`` (returns a tuple; ``q_proj``/``k_proj``/``v_proj``/``out_proj``), ``layer_norm2``,
-``mlp``; tensors are batch-first.
+"""Hugging Face ``transformers`` (``pip install 'clipadapt[hf]'``): ``CLIPModel``, ``SiglipModel``,
+``Siglip2Model``, ``ChineseCLIPModel``, ``AltCLIPModel``, their one-tower models
+(``CLIPVisionModel``, ``CLIPTextModel``, ``SiglipVisionModel``, ``Siglip2VisionModel``...) and inner
+transformers. Blocks are ``CLIPEncoderLayer``-like: ``layer_norm1``, ``self_attn`` (returns a tuple;
+``q_proj``/``k_proj``/``v_proj``/``out_proj``), ``layer_norm2``, ``mlp``; tensors are batch-first.
 
-SigLIP's visual tower fits (it has no class token: heads that read one refuse it); its text
-tower (no causal mask, pooling at the last position through a ``head``) is refused by the text
-encoder.
+- SigLIP's visual tower has no class token and pools with its attention-pool (MAP) ``head``;
+  its text tower has no causal mask and pools the last position through a linear ``head``.
+- SigLIP 2 (NaFlex) takes patchified images with ``pixel_attention_mask`` and ``spatial_shapes``.
+  Video frames are fixed-size and square: each frame ``(3, S, S)`` (S a multiple of the patch p)
+  becomes ``(S/p)²`` patches, all real (the mask is all ones, no padding), so every frame of a
+  video has the same token grid and temporal adapters line up; the position embeddings are
+  resized to that grid by the model itself. See `naflex_inputs`.
+- ChineseCLIP's and AltCLIP's visual towers are CLIP's; their text towers are post-norm
+  BERT / XLM-R layers, on which the pre-norm sites are not exact: they are refused (`text_refusal`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from einops import rearrange
 
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedModelError, first_tensor, get_tower, has, import_family, load_state_file
 from clipadapt.backbones.encoders import TextEncoder, VisualEncoder, parameters_of, project_with
+from clipadapt.backbones.hub import hf_config
 from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import register_backbone
 
@@ -63,13 +70,19 @@ def _is_layers(encoder) -> bool:
     return layers is not None and len(layers) > 0 and has(layers[0], "layer_norm1", "self_attn", "layer_norm2", "mlp")
 
 
+def _inner(model: nn.Module, attr: str) -> nn.Module | None:
+    """``model.<attr>``, unwrapped while it is a wrapper of another ``<attr>`` (CLIPVisionModel)."""
+    inner = getattr(model, attr, None)
+    while inner is not None and not _is_layers(getattr(inner, "encoder", None)) and hasattr(inner, attr):
+        inner = getattr(inner, attr)
+    return inner
+
+
 def _transformers(model: nn.Module) -> dict[str, nn.Module]:
     """Inner vision/text transformers, keyed by tower."""
     found = {}
     for tower, attr in (("visual", "vision_model"), ("text", "text_model")):
-        inner = getattr(model, attr, None)
-        while inner is not None and not _is_layers(getattr(inner, "encoder", None)) and hasattr(inner, attr):
-            inner = getattr(inner, attr)  # CLIPVisionModel wraps a vision_model
+        inner = _inner(model, attr)
         if inner is not None and _is_layers(getattr(inner, "encoder", None)):
             found[tower] = inner
     if not found and _is_layers(getattr(model, "encoder", None)) and has(model, "embeddings"):
@@ -77,20 +90,91 @@ def _transformers(model: nn.Module) -> dict[str, nn.Module]:
     return found
 
 
+def text_refusal(text: nn.Module | None) -> str:
+    """Why a Hugging Face text model's tower is refused, ``""`` when `text` is not one.
+
+    Post-norm BERT / XLM-R layers (``attention.output.LayerNorm`` after the residual add:
+    ChineseCLIP, AltCLIP, open_clip's RoBERTa / XLM-R text towers) and other layouts (mT5, NLLB
+    encoders inside open_clip's ``HFTextEncoder``) have no exact pre-norm sites.
+
+    Example:
+        >>> text_refusal(chinese_clip.text_model)
+        'its text tower is a post-norm ChineseCLIPTextModel (ChineseCLIPTextLayer: ...'
+    """
+    transformer = getattr(text, "transformer", text)  # open_clip's HFTextEncoder wraps the HF model
+    if not isinstance(transformer, nn.Module) or not hasattr(transformer, "config"):
+        return ""
+    name = type(transformer).__name__ + (" in open_clip's HFTextEncoder" if transformer is not text else "")
+    refused = ("so text adapters and the text path are refused; the visual tower takes every adapter")
+    layer = next((m for m in transformer.modules() if has(m, "attention", "intermediate", "output")), None)
+    if layer is not None and has(getattr(layer.attention, "output", None), "LayerNorm"):
+        return (f"its text tower is a post-norm {name} ({type(layer).__name__}: LayerNorm after each residual add, "
+                f"BERT / XLM-R style); the sites are laid out on pre-norm blocks and would not be exact there, {refused}")
+    return f"its text tower is a Hugging Face {name}, whose layers are not laid out as pre-norm CLIP blocks; {refused}"
+
+
+# ---- images ------------------------------------------------------------------------------
+
+
+def is_naflex(embeddings: nn.Module) -> bool:
+    """Whether a visual tower takes patchified images (SigLIP 2's NaFlex): a linear patch embedding."""
+    return isinstance(getattr(embeddings, "patch_embedding", None), nn.Linear)
+
+
+def naflex_inputs(images: torch.Tensor, patch_size: int) -> dict[str, torch.Tensor]:
+    """SigLIP 2's inputs for fixed-size square images ``(N, 3, S, S)``: every frame is cut into its
+    ``(S/p)²`` patches in the order of the Hugging Face processor (rows of patches, each patch
+    ``(p, p, 3)`` flattened), none padded, so the mask is all ones.
+
+    Example:
+        >>> inputs = naflex_inputs(torch.rand(8, 3, 256, 256), 16)
+        >>> inputs["pixel_values"].shape, inputs["spatial_shapes"][0].tolist()
+        (torch.Size([8, 256, 768]), [16, 16])
+    """
+    batch, _, height, width = images.shape
+    if height % patch_size or width % patch_size or height != width:
+        # adapters read the patch grid off the token count (a square), so a 64x16 frame would pass for 4x4 patches
+        raise ValueError(f"SigLIP 2 frames of {height}x{width} pixels: clipadapt feeds square frames whose side is a "
+                         f"multiple of the {patch_size}-pixel patch (adapters infer the patch grid from the token count)")
+    rows, cols = height // patch_size, width // patch_size
+    patches = rearrange(images, "n c (h p) (w q) -> n (h w) (p q c)", p=patch_size, q=patch_size)
+    return {
+        "pixel_values": patches,
+        "pixel_attention_mask": torch.ones(batch, rows * cols, dtype=torch.int32, device=images.device),
+        "spatial_shapes": torch.tensor([[rows, cols]] * batch, dtype=torch.long, device=images.device),
+    }
+
+
+def _encode_images(model: nn.Module, embeddings: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``get_image_features`` as a tensor, or a bare vision model's pooled output."""
+    inputs = naflex_inputs(images, embeddings.patch_size) if is_naflex(embeddings) else {"pixel_values": images}
+    out = model.get_image_features(**inputs) if hasattr(model, "get_image_features") else model(**inputs)
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def _visual_tower(inner: nn.Module) -> Tower:
+    emb = inner.embeddings
+    blocks = [hf_block(layer) for layer in inner.encoder.layers]
+    if is_naflex(emb):  # SigLIP 2: the grid of its position embeddings, resized to each input
+        side = int(emb.position_embedding_size)
+    else:
+        side = int(emb.image_size) // int(emb.patch_size)
+    has_cls = getattr(emb, "class_embedding", None) is not None
+    return Tower("visual", inner, blocks, blocks[0].ln_1.weight.shape[0], False, 0 if has_cls else None, int(has_cls),
+                 (side, side), make_block=hf_block, image_size=side * int(emb.patch_size))
+
+
+# ---- text --------------------------------------------------------------------------------
+
+
 class HFText(TextEncoder):
     """``embeddings``, ``encoder.layers`` under an explicit causal mask, ``final_layer_norm``,
     pooling at the end-of-text token, the model's ``text_projection`` (none on a bare text model)."""
 
     def __init__(self, model: nn.Module, tower: Tower):
-        root = tower.module
-        if has(root, "head"):
-            raise UnsupportedModelError(
-                f"the text tower {type(root).__name__} pools at the last position through a head without a causal "
-                "mask (SigLIP); the text path needs a causal mask and end-of-text pooling, as CLIP's"
-            )
         super().__init__(tower)
-        self.root = root
-        self.ln_final = root.final_layer_norm
+        self.root = tower.module
+        self.ln_final = self.root.final_layer_norm
         self.projection = getattr(model, "text_projection", None)
         self.embed_dim = self.projection.out_features if isinstance(self.projection, nn.Linear) else tower.width
 
@@ -114,18 +198,92 @@ class HFText(TextEncoder):
         return parameters_of(self.projection)
 
 
-def _encode_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``get_image_features`` as a tensor, or a bare vision model's pooled output."""
-    if hasattr(model, "get_image_features"):
-        out = model.get_image_features(pixel_values=images)
-    else:
-        out = model(pixel_values=images)
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
+class SiglipText(HFText):
+    """SigLIP's (and SigLIP 2's) text tower in pieces: ``embeddings``, ``encoder.layers`` without a
+    mask (every token sees every other, padding included, as SigLIP was trained: prompts padded
+    to the full context), ``final_layer_norm``, pooling at the last position (``pooling = "last"``,
+    ``causal = False``), the text model's linear ``head`` as projection.
+
+    Token ids come from SigLIP's own SentencePiece tokenizer (pad id = end-of-text id), which
+    OpenAI's BPE is not: `tokenize` refuses until a tokenizer for the family is given.
+
+    Example:
+        >>> text = HFCLIPSpec.text(siglip)
+        >>> text.encode(ids)          # ids (N, context_length): equals siglip.get_text_features(ids)
+    """
+
+    pooling = "last"
+    causal = False
+
+    def __init__(self, model: nn.Module, tower: Tower):
+        super().__init__(model, tower)
+        self.projection = self.root.head
+        self.embed_dim = self.projection.out_features
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for block in self.tower.blocks[start:stop]:
+            x = first_tensor(block.module(x, None))
+        return x
+
+    def pool_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Where each sequence is pooled: its last position, ``(N,)``."""
+        return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(N, E)`` of ids ``(N, L)`` padded to the context, as ``get_text_features``."""
+        if ids.shape[1] != self.context_length:
+            raise ValueError(f"SigLIP pools the last position: ids must be padded to the context of {self.context_length} "
+                             f"tokens, got {ids.shape[1]}")
+        states = self.ln_final(self.run_blocks(self.embed(ids)))
+        return self.project(states[torch.arange(ids.shape[0], device=ids.device), self.pool_positions(ids)])
+
+    def _no_tokenizer(self, *args, **kwargs):
+        raise UnsupportedModelError(
+            "SigLIP's text tower takes ids of its own SentencePiece tokenizer, not OpenAI's BPE; give its "
+            "Hugging Face tokenizer (a local directory with tokenizer files), or pass ids to SiglipText.encode"
+        )
+
+    tokenize = tokens_from_words = encode_word = _no_tokenizer
+
+
+def text_encoder(model: nn.Module, tower: Tower) -> TextEncoder:
+    """The text encoder that fits the tower: SigLIP's (a ``head``, no causal mask) or CLIP's."""
+    return SiglipText(model, tower) if has(tower.module, "head") else HFText(model, tower)
+
+
+# ---- building ----------------------------------------------------------------------------
+
+TINY_TYPES = ("clip", "siglip", "siglip2", "chinese_clip", "altclip")
+"""Model types `HFCLIPSpec.build` makes at `TinyConfig` sizes (``model.arch`` beside ``model.config``)."""
+
+
+def tiny_config(transformers, model_type: str, tiny: TinyConfig):
+    """The transformers config of a `model_type` model at `tiny`'s sizes (random weights, offline)."""
+    vision = dict(hidden_size=tiny.width, intermediate_size=tiny.mlp_width, num_hidden_layers=tiny.layers,
+                  num_attention_heads=tiny.heads, patch_size=tiny.patch_size)
+    text = dict(hidden_size=tiny.text_width, intermediate_size=tiny.text_mlp_width, num_hidden_layers=tiny.text_layers,
+                num_attention_heads=tiny.text_heads, max_position_embeddings=tiny.context_length,
+                vocab_size=tiny.vocab_size)
+    side = tiny.image_size // tiny.patch_size
+    if model_type == "clip":
+        return transformers.CLIPConfig(text_config=dict(text, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=0),
+                                       vision_config=dict(vision, image_size=tiny.image_size), projection_dim=tiny.embed_dim)
+    if model_type in ("siglip", "siglip2"):  # no visual projection: the joint width is the visual width, not embed_dim
+        text = dict(text, projection_size=tiny.width)
+        if model_type == "siglip":
+            return transformers.SiglipConfig(text_config=text, vision_config=dict(vision, image_size=tiny.image_size))
+        return transformers.Siglip2Config(text_config=text, vision_config=dict(vision, num_patches=side * side))
+    if model_type == "chinese_clip":
+        return transformers.ChineseCLIPConfig(text_config=text, vision_config=dict(vision, image_size=tiny.image_size),
+                                              projection_dim=tiny.embed_dim)
+    return transformers.AltCLIPConfig(text_config=dict(text, max_position_embeddings=tiny.context_length + 2,
+                                                       project_dim=tiny.text_width),
+                                      vision_config=dict(vision, image_size=tiny.image_size), projection_dim=tiny.embed_dim)
 
 
 @register_backbone("hf")
 class HFCLIPSpec(BackboneSpec):
-    """Hugging Face CLIPModel, CLIPVisionModel, CLIPTextModel, SiglipModel."""
+    """Hugging Face CLIPModel, SiglipModel, Siglip2Model, ChineseCLIPModel, AltCLIPModel (+ vision/text models)."""
 
     family = "hf"
     extra = "hf"
@@ -139,57 +297,59 @@ class HFCLIPSpec(BackboneSpec):
     def towers(cls, model: nn.Module) -> dict[str, Tower]:
         towers = {}
         for name, inner in _transformers(model).items():
-            blocks = [hf_block(layer) for layer in inner.encoder.layers]
-            width = blocks[0].ln_1.weight.shape[0]
             if name == "visual":
-                emb = inner.embeddings
-                side = emb.image_size // emb.patch_size
-                has_cls = getattr(emb, "class_embedding", None) is not None
-                towers[name] = Tower(name, inner, blocks, width, False, 0 if has_cls else None, int(has_cls), (side, side),
-                                     make_block=hf_block, image_size=int(emb.image_size))
+                towers[name] = _visual_tower(inner)
             else:
-                towers[name] = Tower(name, inner, blocks, width, make_block=hf_block,
+                blocks = [hf_block(layer) for layer in inner.encoder.layers]
+                towers[name] = Tower(name, inner, blocks, blocks[0].ln_1.weight.shape[0], make_block=hf_block,
                                      context_length=int(inner.embeddings.position_embedding.num_embeddings))
         return towers
 
     @classmethod
+    def why_not(cls, model: nn.Module, tower: str) -> str:
+        return text_refusal(getattr(model, "text_model", None)) if tower == "text" else ""
+
+    @classmethod
     def visual(cls, model: nn.Module) -> VisualEncoder:
+        """Frames through the model's own ``get_image_features`` (SigLIP 2: `naflex_inputs` first)."""
         tower = get_tower(model, "visual")
+        root = tower.module
+        if tower.cls_index is None and getattr(root, "head", None) is None:
+            raise UnsupportedModelError(f"this {type(root).__name__} has no class token and no pooling head "
+                                        "(vision_use_head=False): it gives no image embedding; build it with vision_use_head=True")
         projection = getattr(model, "visual_projection", None)
         embed_dim = projection.out_features if isinstance(projection, nn.Linear) else tower.width
-        return VisualEncoder(tower, functools.partial(_encode_images, model), tower.module.post_layernorm, embed_dim)
+        return VisualEncoder(tower, functools.partial(_encode_images, model, root.embeddings), root.post_layernorm, embed_dim)
 
     @classmethod
     def text(cls, model: nn.Module) -> TextEncoder:
-        return HFText(model, get_tower(model, "text"))
+        return text_encoder(model, get_tower(model, "text"))
 
     @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
-        """A ``CLIPModel`` of `tiny`'s sizes (end-of-text id 49407, so OpenAI's BPE ids work), or
-        the model `arch` names (a Hub id or a local directory): ``weights: pretrained`` (or a local
-        directory) loads its weights, ``null`` gives random ones from its config.
+        """A random-weight model of `tiny`'s sizes whose type `arch` names (`TINY_TYPES`; any other
+        name gives ``clip``: a ``CLIPModel`` with end-of-text id 49407, so OpenAI's BPE ids work), or the model
+        `arch` names (a Hub id or a local directory): ``weights: pretrained`` (or a local directory)
+        loads its weights, ``null`` gives random ones from its config.
 
         Example:
-            >>> HFCLIPSpec.build(None, tiny=TinyConfig())   # a random-weight tiny CLIPModel
+            >>> HFCLIPSpec.build("siglip", tiny=TinyConfig())   # a random-weight tiny SiglipModel
         """
         transformers = import_family("transformers", cls.family, cls.extra)
         transformers.logging.set_verbosity_error()
         if tiny is not None:
-            config = transformers.CLIPConfig(
-                text_config=dict(hidden_size=tiny.text_width, intermediate_size=tiny.text_mlp_width,
-                                 num_hidden_layers=tiny.text_layers, num_attention_heads=tiny.text_heads,
-                                 max_position_embeddings=tiny.context_length, vocab_size=tiny.vocab_size,
-                                 bos_token_id=BOS, eos_token_id=EOS, pad_token_id=0),
-                vision_config=dict(hidden_size=tiny.width, intermediate_size=tiny.mlp_width, num_hidden_layers=tiny.layers,
-                                   num_attention_heads=tiny.heads, image_size=tiny.image_size, patch_size=tiny.patch_size),
-                projection_dim=tiny.embed_dim,
-            )
-            model = transformers.CLIPModel(config)
+            if arch and "/" in arch:  # a Hub id or a directory: not what a tiny random model can be
+                raise ValueError(f"model.arch {arch!r} names a Hugging Face model, but model.config builds a tiny random one: "
+                                 f"drop model.config, or name a tiny model type: {', '.join(TINY_TYPES)}")
+            model_type = arch if arch in TINY_TYPES else "clip"  # other names (the recipe's ViT-B-16) are ignored, as elsewhere
+            model = transformers.AutoModel.from_config(tiny_config(transformers, model_type, tiny))
             return load_state_file(model, weights) if weights else model
         if not arch:
             raise ValueError("model.family hf needs model.arch (a Hub id such as openai/clip-vit-base-patch16, or a local directory)")
         if weights is None:
-            return transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(arch))
+            return transformers.AutoModel.from_config(hf_config(arch, "model.arch"))
         if weights != "pretrained" and not Path(weights).exists():
             raise FileNotFoundError(f"model.weights {weights!r} does not exist (accepted: pretrained, null or a local model directory)")
-        return transformers.AutoModel.from_pretrained(arch if weights == "pretrained" else weights)
+        source = arch if weights == "pretrained" else weights
+        hf_config(source, "model.arch" if weights == "pretrained" else "model.weights")
+        return transformers.AutoModel.from_pretrained(source)

@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedModelError, get_tower, has, load_state_file
 from clipadapt.backbones.encoders import POOLS, TextEncoder, VisualEncoder, parameters_of, project_with
+from clipadapt.backbones.hub import open_clip_text_kwargs
 from clipadapt.backbones.preprocess import Preprocess, from_config, side
 from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.backbones.tokenizers import bpe_tokenizer
@@ -263,6 +264,10 @@ class OpenCLIPSpec(BackboneSpec):
             inner = f" around a timm {type(trunk).__name__}" if trunk is not None else ""
             return (f"its visual is a {type(visual).__name__}{inner}, not a VisionTransformer of resblocks; "
                     "open_clip configs with timm trunks (EVA, SigLIP) are not covered")
+        if tower == "text":  # a Hugging Face text model (open_clip's HFTextEncoder: RoBERTa, XLM-R, mT5, NLLB)
+            from clipadapt.backbones.hf import text_refusal
+
+            return text_refusal(getattr(model, "text", None))
         return ""
 
     @classmethod
@@ -328,5 +333,6 @@ class OpenCLIPSpec(BackboneSpec):
             raise FileNotFoundError(f"model.weights {weights!r} does not exist")
         found, _ = pretrained_preprocess(arch, weights)
         preprocess = {key: found[key] for key in PREPROCESS_KEYS if found.get(key) is not None}
+        text_kwargs = open_clip_text_kwargs(arch, weights)  # a Hugging Face text tower: its config at hand, offline
         with quiet_root_logger():  # open_clip warns when it builds random weights, which is what was asked
-            return open_clip.create_model(arch, pretrained=weights or None, force_preprocess_cfg=preprocess)
+            return open_clip.create_model(arch, pretrained=weights or None, force_preprocess_cfg=preprocess, **text_kwargs)

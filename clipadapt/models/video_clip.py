@@ -109,7 +109,7 @@ class VideoCLIP(nn.Module):
         self.visual_tower = self.visual.tower
         self.preprocess = spec.preprocess(clip)  # a recipe's data.mean/std/size/interpolation replace it
         self.text: TextPath | None = None
-        self.no_text_reason = f"the {spec.family} model has no text tower"
+        self.no_text_reason = spec.why_not(clip, "text") or f"the {spec.family} model has no text tower"
         if "text" in spec.towers(clip):
             try:
                 self.text = TextPath(clip, spec.text(clip), tokenizer=tokenizer)
