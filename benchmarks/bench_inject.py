@@ -5,6 +5,11 @@ the frozen model, the TED-injected model (hooks), and an inline reference that r
 blocks and the same TED modules by hand (no hooks). The hook overhead is hooks / inline − 1.
 
     python benchmarks/bench_inject.py [--repeats 5] [--out FILE]
+
+``--mixed`` measures adapter sets instead (`mixed_batch_section`): one mixed batch of videos,
+each through its own set, against separate forwards, and disabled sets against the frozen model:
+
+    python benchmarks/bench_inject.py --mixed [--arch ViT-B-16] [--videos 4] [--sets 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import timeit
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,12 +43,150 @@ def inline_forward(visual, adapters, video, num_frames):
     return pooled @ visual.proj
 
 
+def mixed_batch_section(args) -> None:
+    """Adapter sets: `args.sets` TED sets on one ViT, `args.videos` videos of `args.frames` frames
+    spread over the sets round-robin, CPU, no grad. Interleaved runs:
+
+    - frozen: the un-injected model on the whole batch;
+    - disabled: the injected model inside ``clipadapt.disabled`` (what inactive sets cost);
+    - one set: the whole batch through one active set (one adapter per block, full batch);
+    - mixed: one forward, ``frames(model, T, sets=[...])``, each video through its own set;
+    - per set: one forward per set on its videos (``activate`` then forward);
+    - per video: one forward per video with its set active.
+    """
+    import open_clip
+
+    torch.manual_seed(0)
+    frozen = open_clip.create_model(args.arch, pretrained=None).eval()
+    model = open_clip.create_model(args.arch, pretrained=None).eval()
+    model.load_state_dict(frozen.state_dict())
+    names = [f"task{i}" for i in range(args.sets)]
+    for name in names:
+        for _, _, module in clipadapt.inject(model, "ted", layers="all", width=args.width, adapter_set=name).modules:
+            for param in module.parameters():
+                torch.nn.init.normal_(param, std=0.02)
+    per_video = [names[i % len(names)] for i in range(args.videos)]
+    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+    video = torch.randn(args.videos * args.frames, 3, size, size)
+    rows = {name: [r for i, n in enumerate(per_video) if n == name for r in range(i * args.frames, (i + 1) * args.frames)] for name in names}
+
+    def run_frozen():
+        return frozen.encode_image(video)
+
+    def run_disabled():
+        with clipadapt.disabled(model), clipadapt.frames(model, args.frames):
+            return model.encode_image(video)
+
+    def run_one_set():
+        clipadapt.activate(model, names[0])
+        with clipadapt.frames(model, args.frames):
+            return model.encode_image(video)
+
+    def run_mixed():
+        with clipadapt.frames(model, args.frames, sets=per_video):
+            return model.encode_image(video)
+
+    def run_per_set():
+        out = torch.empty(video.shape[0], frozen.visual.output_dim)
+        for name, index in rows.items():
+            clipadapt.activate(model, name)
+            with clipadapt.frames(model, args.frames):
+                out[index] = model.encode_image(video[index])
+        return out
+
+    def run_per_video():
+        parts = []
+        for i, name in enumerate(per_video):
+            clipadapt.activate(model, name)
+            with clipadapt.frames(model, args.frames):
+                parts.append(model.encode_image(video[i * args.frames:(i + 1) * args.frames]))
+        return torch.cat(parts)
+
+    runs = {"frozen": run_frozen, "disabled": run_disabled, "one set": run_one_set, "mixed": run_mixed,
+            "per set": run_per_set, "per video": run_per_video}
+    with torch.no_grad():
+        assert torch.equal(run_disabled(), run_frozen())
+        torch.testing.assert_close(run_mixed(), run_per_video(), rtol=0, atol=1e-5)
+        times = interleaved(runs, args.repeats)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    console = Console()
+    title = f"{args.arch}, {args.videos} videos × {args.frames} frames over {args.sets} TED sets, CPU, median of {args.repeats}"
+    console.print(ratio_table(title, "forward", medians, "mixed"))
+    ratios = {"mixed / per set": medians["mixed"] / medians["per set"], "mixed / per video": medians["mixed"] / medians["per video"],
+              "disabled / frozen": medians["disabled"] / medians["frozen"], "mixed / one set": medians["mixed"] / medians["one set"]}
+    for name, value in ratios.items():
+        console.print(f"{name}: {value:.3f}")
+    overhead = disabled_overhead(args.sets)
+    console.print(f"{args.sets} inactive sets, tiny 12-block ViT, 8 images, median of 200: frozen {overhead['frozen'] * 1e6:.0f} µs, "
+                  f"inactive {overhead['inactive'] * 1e6:.0f} µs ({overhead['per_block'] * 1e6:+.1f} µs per block); "
+                  f"entering and leaving `disabled`: {overhead['enter and leave disabled'] * 1e6:.0f} µs; "
+                  f"per block, the input capture {overhead['hook_seconds']['capture'] * 1e6:.2f} µs and the dispatcher "
+                  f"{overhead['hook_seconds']['dispatcher'] * 1e6:.2f} µs a call")
+    path = write_json("bench_inject_mixed", {"arch": args.arch, "frames": args.frames, "videos": args.videos, "sets": args.sets,
+                                             "width": args.width, "repeats": args.repeats, "seconds": times, "median": medians,
+                                             "ratios": ratios, "disabled_overhead": overhead}, args.out)
+    console.print(f"wrote {path}")
+
+
+def disabled_overhead(num_sets: int, repeats: int = 200) -> dict:
+    """What `num_sets` inactive TED sets cost a small forward, where the hooks' own time shows:
+    a 12-block width-64 ViT on 8 images of 32 px, frozen vs injected with no set active; and
+    what entering and leaving ``clipadapt.disabled`` costs."""
+    import open_clip
+
+    def tiny():
+        torch.manual_seed(0)
+        return open_clip.CLIP(embed_dim=32, vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=12, head_width=32),
+                              text_cfg=dict(context_length=16, vocab_size=100, width=32, layers=1, heads=2)).eval()
+
+    frozen, model = tiny(), tiny()
+    for i in range(num_sets):
+        clipadapt.inject(model, "ted", layers="all", width=16, adapter_set=f"task{i}")
+    clipadapt.freeze(frozen)  # the same requires_grad flags on both
+    clipadapt.activate(model)  # every set inactive (what `disabled` sets, without entering it per call)
+    images = torch.randn(8, 3, 32, 32)
+
+    def run_frozen():
+        return frozen.encode_image(images)
+
+    def run_inactive():
+        with clipadapt.frames(model, 8):
+            return model.encode_image(images)
+
+    def enter_disabled():
+        with clipadapt.disabled(model):
+            pass
+
+    with torch.no_grad():
+        assert torch.equal(run_inactive(), run_frozen())
+        times = interleaved({"frozen": run_frozen, "inactive": run_inactive, "enter and leave disabled": enter_disabled}, repeats)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    # the hooks' own time in one block with no set active: its input capture and its dispatcher
+    hooks = model.__dict__["_clipadapt"].blocks[model.visual.transformer.resblocks[0]]
+    capture = next(iter(model.visual.transformer.resblocks[0]._forward_pre_hooks.values()))
+    dispatcher = hooks.dispatchers["pre_mlp"][0]
+    tokens = torch.randn(8, 17, 64)
+    calls = 20000
+    hook_seconds = {
+        "capture": timeit.timeit(lambda: capture(None, (tokens,), {}), number=calls) / calls,
+        "dispatcher": timeit.timeit(lambda: dispatcher.pre_mlp(None, (tokens,), tokens), number=calls) / calls,
+    }
+    return {**medians, "per_block": (medians["inactive"] - medians["frozen"]) / 12, "hook_seconds": hook_seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--mixed", action="store_true", help="measure adapter sets: a mixed batch vs separate forwards")
+    parser.add_argument("--arch", default="ViT-B-16", help="--mixed: the open_clip architecture")
+    parser.add_argument("--videos", type=int, default=4, help="--mixed: videos in the batch")
+    parser.add_argument("--sets", type=int, default=2, help="--mixed: TED sets the videos are spread over")
+    parser.add_argument("--width", type=int, default=384, help="--mixed: TED width")
     args = parser.parse_args()
+    if args.mixed:
+        return mixed_batch_section(args)
     import open_clip
 
     torch.manual_seed(0)

@@ -22,6 +22,7 @@ from clipadapt.inject import (
     injections,
 )
 from clipadapt.inject import freeze_model as freeze
+from clipadapt.sets import activate, active_sets, adapter_sets, disabled
 from clipadapt import adapters  # noqa: F401  (registers the built-in adapters)
 from clipadapt.analysis.params import summary
 from clipadapt.attention import efficient_attention
@@ -68,7 +69,11 @@ __all__ = [
     "Injection",
     "Registry",
     "Tower",
+    "activate",
+    "active_sets",
+    "adapter_sets",
     "describe",
+    "disabled",
     "efficient_attention",
     "eject",
     "frames",

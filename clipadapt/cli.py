@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from clipadapt.terminal import print_table
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn any CLIP into a video model with small adapters.")
 console = Console()
 
@@ -85,6 +87,20 @@ def _one_line(error: BaseException) -> str:
         text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].rsplit(".", 1)[-1] == type(error).__name__ else last
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " ".join(lines) if lines else type(error).__name__
+
+
+OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")  # dotted.key=value
+
+
+def _take_overrides(arguments) -> tuple[list[str], list[str]]:
+    """Split positional `arguments` into the command's own (files, checkpoints) and
+    ``dotted.key=value`` overrides, wherever the user put them; an argument that looks like an
+    override but names an existing file stays a file."""
+    own, overrides = [], []
+    for value in arguments:
+        text = str(value)
+        (overrides if OVERRIDE.match(text) and not Path(text).exists() else own).append(text)
+    return own, overrides
 
 
 def _resume_command() -> str:
@@ -203,9 +219,20 @@ def _user_errors(command):
     return wrapper
 
 
+def plain_text(text: str) -> str:
+    """Docstring markup as a reader of a listing wants it: ``code``, `name` and :role:`name` as plain words.
+
+    Example:
+        >>> plain_text("the delta is ``up(act(down(x)))``; see :class:`clipadapt.Adapter` and `frames`")
+        'the delta is up(act(down(x))); see clipadapt.Adapter and frames'
+    """
+    text = re.sub(r":[\w:]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``|`([^`]+)`", lambda match: match.group(1) or match.group(2), text)
+
+
 def _first_line(obj) -> str:
     doc = (obj.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return plain_text(doc.splitlines()[0]) if doc else ""
 
 
 @app.command("ls")
@@ -222,7 +249,7 @@ def ls(kind: str = typer.Argument(..., help="adapters | heads | backbones | reci
     table.add_column("description")
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    print_table(table, console)
 
 
 def recipe_description(path: Path) -> str:
@@ -310,7 +337,7 @@ def inspect(name: str = typer.Argument(..., help="an open_clip config (ViT-B-16)
         grid = "x".join(map(str, t["grid"])) if t["grid"] else "-"
         cls_index = "-" if t["cls_index"] is None else str(t["cls_index"])
         table.add_row(tower, str(t["blocks"]), str(t["width"]), t["layout"], cls_index, str(t["prefix_tokens"]), grid)
-    console.print(table)
+    print_table(table, console)
     sites = next(iter(info["towers"].values()))["sites"]
     console.print(f"sites in every block: {', '.join(sites)}")
 
@@ -462,34 +489,58 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 @_user_errors
 def eval_command(
     recipe: str = typer.Argument(..., help="the recipe whose data and eval sections to use"),
-    checkpoint: Path = typer.Argument(..., help="a training checkpoint (runs/NAME/checkpoints/best.pt)"),
+    checkpoint: str = typer.Argument(..., metavar="CHECKPOINT", help="a training checkpoint (runs/NAME/checkpoints/best.pt)"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
     split: str = typer.Option("test", help="test | val | train"),
+    adapter_set: str = typer.Option(None, "--adapter-set", help="evaluate with each of these adapter sets active in turn, "
+                                    "comma-separated (a+b stacks a and b): one table"),
 ) -> None:
     """Evaluate a checkpoint on the recipe's test set: multi-view fusion, top-1/top-5 per head and fused."""
-    from clipadapt.engine.tasks import evaluate_checkpoint
+    from clipadapt.engine.tasks import evaluate_adapter_sets, evaluate_checkpoint
 
     from clipadapt.recipes import require_data
 
+    own, overrides = _take_overrides([checkpoint, *(overrides or [])])
+    if len(own) != 1:
+        raise ValueError(f"eval takes one CHECKPOINT besides key=value overrides; got {len(own)}: {', '.join(own) or 'none'}")
+    checkpoint = Path(own[0])
     loaded = _load(recipe, overrides)
     require_data(loaded, (split,))
+    if adapter_set:
+        per_set = evaluate_adapter_sets(loaded, checkpoint, [s.strip() for s in adapter_set.split(",") if s.strip()], split)
+        print_table(_sets_table(f"{loaded.name}: {loaded.eval.clips}×{loaded.eval.crops} views, per adapter set", per_set), console)
+        return
     metrics = evaluate_checkpoint(loaded, checkpoint, split)
-    console.print(_metrics_table(f"{loaded.name}: {metrics.get('num_videos', 0)} videos, {loaded.eval.clips}×{loaded.eval.crops} views", metrics))
+    print_table(_metrics_table(f"{loaded.name}: {metrics.get('num_videos', 0)} videos, {loaded.eval.clips}×{loaded.eval.crops} views", metrics), console)
+
+
+def _sets_table(title: str, per_set: dict) -> Table:
+    """One row per head, a top-1 column per adapter set."""
+    table = Table(title=title)
+    table.add_column("head")
+    for name, metrics in per_set.items():
+        table.add_column(f"{name} top-1 ({metrics.get('num_videos', 0)} videos)", justify="right")
+    heads = sorted({key.split("/")[0] for m in per_set.values() for key in m if key.endswith("/top1")}, key=lambda h: (h == "fused", h))
+    for head in heads:
+        table.add_row(head, *(f"{m[f'{head}/top1']:.2f}" if f"{head}/top1" in m else "" for m in per_set.values()))
+    return table
 
 
 @app.command()
 @_user_errors
 def zeroshot(
     recipe: str = typer.Argument(..., help="a zero-shot recipe (m2clip_zeroshot_ucf101, ...)"),
-    checkpoint: Path = typer.Argument(None, help="a training checkpoint; none: the recipe's model untrained"),
+    checkpoint: str = typer.Argument(None, metavar="[CHECKPOINT]", help="a training checkpoint; none: the recipe's model untrained"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
     splits: str = typer.Option("1,2,3", help="comma-separated official splits (UCF101, HMDB51)"),
 ) -> None:
     """Classify the videos of new classes without retraining; mean ± population std over splits."""
     from clipadapt.engine.tasks import zero_shot
 
-    if checkpoint is not None and "=" in checkpoint.name:  # no checkpoint given: that was an override
-        overrides, checkpoint = [str(checkpoint), *(overrides or [])], None
+    own, overrides = _take_overrides([*([checkpoint] if checkpoint else []), *(overrides or [])])
+    if len(own) > 1:
+        raise ValueError(f"zeroshot takes at most one CHECKPOINT besides key=value overrides; got {len(own)}: {', '.join(own)}")
+    checkpoint = Path(own[0]) if own else None
     loaded = _load(recipe, overrides)
     from clipadapt.recipes import dataset_source
 
@@ -502,38 +553,59 @@ def zeroshot(
     for split, metrics in result["splits"].items():
         table.add_row(str(split), str(metrics["num_videos"]), f"{metrics['zeroshot/top1']:.2f}",
                       *([f"{metrics['zeroshot/top5']:.2f}"] if with_top5 else []))
-    console.print(table)
+    print_table(table, console)
     console.print(f"top-1 {result['top1_mean']:.2f} ± {result['top1_std']:.2f} (mean ± population std over {len(chosen)} split(s))")
 
 
 @app.command()
 @_user_errors
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a training checkpoint"),
-    videos: list[Path] = typer.Argument(..., help="video files"),
+    checkpoint: Path = typer.Argument(..., help="a run directory, a training checkpoint or an exported adapter file"),
+    videos: list[str] = typer.Argument(..., metavar="VIDEO...", help="video files, and data.* overrides of how clips are sampled"),
     classes: str = typer.Option(None, help="zero-shot among these names: comma-separated, or a file with one per line"),
     top_k: int = typer.Option(5, min=1, help="how many classes to show (at least 1)"),
     frames: int = typer.Option(None, help="frames per clip (default: the checkpoint's recipe)"),
+    adapter_set: str = typer.Option(None, "--adapter-set", help="the adapter set to run, or a+b to stack b on a, as in eval "
+                                    "(default: those active when training ended)"),
 ) -> None:
     """Top-k classes of video files, from a trained checkpoint or zero-shot among given names."""
-    from clipadapt.engine.checkpoint import load_checkpoint
     from clipadapt.engine.tasks import load_trained, predict as predict_videos
+    from clipadapt.recipes import RecipeError, apply_overrides
+    from clipadapt.recipes import validate as validate_recipe
 
+    videos, overrides = _take_overrides(videos)
+    changing = [override for override in overrides if not override.startswith("data.")]
+    if changing:
+        raise ValueError(f"predict takes data.* overrides (how clips are sampled) only: {changing[0]!r} would change the trained model")
+    if not videos:
+        raise ValueError("predict needs at least one VIDEO file")
     names = None
     if classes:
         path = Path(classes)
         names = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else [c.strip() for c in classes.split(",") if c.strip()]
-    data = load_checkpoint(checkpoint)["recipe"]["data"]
-    model = load_trained(checkpoint)
-    results = predict_videos(model, videos, num_frames=frames or data["frames"], size=data.get("size"), sampling=data["sampling"],
-                             stride=data["stride"], top_k=top_k, classnames=names)
+    model = load_trained(checkpoint)  # keeps its recipe: clips are sampled as in training
+    if adapter_set:
+        from clipadapt.sets import activate
+
+        if "," in adapter_set:
+            raise ValueError(f"predict runs one adapter set (or a+b, stacked), got --adapter-set {adapter_set!r}; "
+                             "to compare sets use clipadapt eval --adapter-set a,b")
+        activate(model, *[s.strip() for s in adapter_set.split("+") if s.strip()])
+    if overrides:  # checked as a recipe's values would be; the rest of the stored recipe is as trained
+        changed = apply_overrides(model.recipe, overrides)
+        keys = tuple(override.partition("=")[0] for override in overrides)
+        errors = [error for error in validate_recipe(changed, plugins=False) if error.path.startswith(keys)]
+        if errors:
+            raise RecipeError(errors, source=str(checkpoint))
+        model.recipe = changed
+    results = predict_videos(model, videos, num_frames=frames, top_k=top_k, classnames=names)
     for video, top in zip(videos, results):
         table = Table(title=str(video))
         table.add_column("class")
         table.add_column("probability", justify="right")
         for name, probability in top:
             table.add_row(name, f"{probability:.3f}")
-        console.print(table)
+        print_table(table, console)
 
 
 @app.command()
@@ -582,11 +654,12 @@ def prepare(
 def export(
     checkpoint: Path = typer.Argument(..., help="a training checkpoint or a run directory"),
     out: Path = typer.Argument(..., help="the adapter file to write (.safetensors)"),
+    adapter_set: str = typer.Option(None, "--adapter-set", help="write this adapter set only (with the heads and pooling)"),
 ) -> None:
     """Write the adapters, pooling and heads of a trained run to a safetensors adapter file."""
     from clipadapt.engine.tasks import export_adapters
 
-    path = export_adapters(checkpoint, out)
+    path = export_adapters(checkpoint, out, adapter_set)
     console.print(f"wrote {path}", markup=False)
 
 

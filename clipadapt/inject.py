@@ -16,7 +16,9 @@ post_block     the block output                                         hook on 
 Nothing rewrites a block's ``forward``; the hooks live in `clipadapt.sites`. ``pre_mlp`` is
 reached by correcting the attention branch: ``branch_out + A(x_in + branch_out)``, where ``x_in``
 is the block input captured by a pre-hook on the same call. Adapters always see ``(N, L, D)``
-batch-first tensors and return a delta that the engine adds (never in place).
+batch-first tensors and return a delta that the engine adds (never in place). Every injection
+belongs to an adapter set (`clipadapt.sets`), which can be activated, stacked, disabled, routed
+per video in a mixed batch, saved and ejected on its own.
 
 Hooks and undo steps are objects, bound methods and partials, never closures, so
 ``copy.deepcopy`` of an injected model gives a copy whose hooks, adapters and injection records
@@ -33,14 +35,15 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
-from torch.utils.hooks import RemovableHandle
 
 from clipadapt.backbones import SITES, Block, Tower, fingerprint, get_tower
 from clipadapt.registry import ADAPTERS
-from clipadapt.sites import BlockState, CaptureInput, hook_site
+from clipadapt.sets import DEFAULT_SET, STATE, apply_activation, check_set_name, check_switchable, model_states, module_key
+from clipadapt.sets import routing as make_routing
+from clipadapt.sets import set_names
+from clipadapt.sites import BlockHooks, BlockState, Routing, SiteEntry
 
 CONTAINER = "adapters"  # name of the ModuleDict that holds a block's adapters
-STATE = "_clipadapt"  # attribute of the model holding its InjectionState
 
 
 class Adapter(nn.Module):
@@ -51,6 +54,9 @@ class Adapter(nn.Module):
             An empty tuple means the adapter acts on weights instead (LoRA) and implements
             ``attach(block)``.
         needs_frames: whether ``ctx.num_frames`` must be known (temporal adapters).
+        switchable: a weight adapter that reads ``self.enabled`` (False when its set is inactive)
+            and then leaves the weight exactly as it was; sets holding a weight adapter without
+            it cannot be deactivated (LoRA is switchable).
 
     ``build(dim, site=..., tower=..., layer=..., **kwargs)`` creates the module for one site of
     one block (``layer`` is the block's index in its tower); the default calls ``cls(dim, **kwargs)``.
@@ -69,6 +75,8 @@ class Adapter(nn.Module):
 
     sites: ClassVar[tuple[str, ...]] = ("pre_mlp",)
     needs_frames: ClassVar[bool] = False
+    switchable: ClassVar[bool] = False
+    enabled: bool = True  # set by the engine on weight adapters as their set is (de)activated
 
     @classmethod
     def build(cls, dim: int, *, site: str | None, tower: Tower, layer: int, **kwargs) -> nn.Module:
@@ -137,12 +145,17 @@ class Injection:
     layers: list[int]
     sites: list[str | None]
     kwargs: dict[str, Any]
+    adapter_set: str = DEFAULT_SET
     modules: list[tuple[int, str | None, nn.Module]] = field(default_factory=list, repr=False)
     undo: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def spec(self) -> dict[str, Any]:
-        """A JSON-serialisable description that re-creates this injection."""
-        return {"name": self.name, "tower": self.tower, "layers": self.layers, "sites": self.sites, "kwargs": self.kwargs}
+        """A JSON-serialisable description that re-creates this injection (its set named only
+        when it is not ``default``, so the specs of unnamed injections are as they always were)."""
+        spec = {"name": self.name, "tower": self.tower, "layers": self.layers, "sites": self.sites, "kwargs": self.kwargs}
+        if self.adapter_set != DEFAULT_SET:
+            spec["adapter_set"] = self.adapter_set
+        return spec
 
     def num_params(self) -> int:
         return sum(p.numel() for _, _, m in self.modules for p in m.parameters())
@@ -154,7 +167,10 @@ class InjectionState:
 
     injections: list[Injection] = field(default_factory=list)
     num_frames: int | None = None
-    blocks: dict[nn.Module, tuple[BlockState, list[RemovableHandle], int]] = field(default_factory=dict)
+    blocks: dict[nn.Module, BlockHooks] = field(default_factory=dict)
+    active: tuple[str, ...] = ()  # the sets that run, in activation order
+    frozen: set[str] = field(default_factory=set)  # sets that stay frozen while active
+    routing: Routing | None = None  # inside `frames(model, T, sets=...)`
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,11 +183,6 @@ def _state(model: nn.Module, create: bool = False) -> InjectionState | None:
         state = InjectionState()
         model.__dict__[STATE] = state
     return state
-
-
-def _states(model: nn.Module) -> list[InjectionState]:
-    """Injection states of `model` and of every module inside it (wrappers hold an inner CLIP)."""
-    return [m.__dict__[STATE] for m in model.modules() if STATE in m.__dict__]
 
 
 def resolve_layers(layers: int | Iterable[int] | str, count: int, tower: str = "") -> list[int]:
@@ -198,26 +209,18 @@ def resolve_layers(layers: int | Iterable[int] | str, count: int, tower: str = "
     return resolved
 
 
-def _block_state(state: InjectionState, block: Block) -> BlockState:
-    """The shared per-call state of a block, with the pre-hook that fills it (one per block)."""
-    key = block.module
-    if key in state.blocks:
-        bstate, handles, users = state.blocks[key]
-        state.blocks[key] = (bstate, handles, users + 1)
-        return bstate
-    bstate = BlockState()
-    handles = [block.module.register_forward_pre_hook(CaptureInput(state, bstate), with_kwargs=True, prepend=True)]
-    state.blocks[key] = (bstate, handles, 1)
-    return bstate
+def _block_hooks(state: InjectionState, block: Block) -> BlockHooks:
+    """The hooks of `block` (its input capture and site dispatchers), placed on first use."""
+    if block.module not in state.blocks:
+        state.blocks[block.module] = BlockHooks.place(state, block)
+    return state.blocks[block.module]
 
 
-def _release_block_state(state: InjectionState, block_module: nn.Module) -> None:
-    bstate, handles, users = state.blocks[block_module]
-    if users > 1:
-        state.blocks[block_module] = (bstate, handles, users - 1)
-    else:
-        for handle in handles:
-            handle.remove()
+def _remove_entry(state: InjectionState, block_module: nn.Module, site: str, adapter_set: str, entry: SiteEntry) -> None:
+    hooks = state.blocks[block_module]
+    hooks.remove(site, adapter_set, entry)
+    if hooks.empty:
+        hooks.capture.remove()
         del state.blocks[block_module]
 
 
@@ -229,10 +232,6 @@ def _container(block_module: nn.Module) -> nn.ModuleDict:
     elif not isinstance(container, nn.ModuleDict):
         raise TypeError(f"block {type(block_module).__name__} already has an attribute {CONTAINER!r}")
     return container
-
-
-def _module_key(name: str, site: str | None) -> str:
-    return name if site is None else f"{name}_{site}"
 
 
 def _resolve_sites(cls: type, name: str, site: str | Sequence[str] | None) -> list[str | None]:
@@ -287,6 +286,7 @@ def inject(
     layers: int | Iterable[int] | str = "all",
     site: str | Sequence[str] | None = None,
     freeze: bool = True,
+    adapter_set: str = DEFAULT_SET,
     **kwargs: Any,
 ) -> Injection:
     """Inject the registered adapter `name` into `layers` of `tower`, at `site`.
@@ -297,7 +297,9 @@ def inject(
         tower: ``visual`` or ``text``.
         layers: an int, negative ints, a range, a list, or ``"all"``.
         site: one of `SITES`, several, or ``None`` for the adapter's own default.
-        freeze: freeze every parameter that is not an adapter (like PEFT).
+        freeze: freeze every parameter that is not an adapter of an active set (like PEFT).
+        adapter_set: the set this injection belongs to (`clipadapt.sets`); two sets may hold the
+            same adapter at the same site. The set becomes active, alone, unless it already is.
         **kwargs: options of the adapter (``width=384``, ...).
 
     Returns:
@@ -305,8 +307,10 @@ def inject(
 
     Example:
         >>> handle = clipadapt.inject(clip, "ted", tower="visual", layers=range(12), width=384)
+        >>> clipadapt.inject(clip, "ted", layers=range(12), width=384, adapter_set="ssv2")
     """
     cls = ADAPTERS.get(name)
+    check_set_name(adapter_set)
     accepted = adapter_options(cls)
     unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
     if unknown:
@@ -327,14 +331,17 @@ def inject(
     for layer in layer_ids:
         container = getattr(tower_obj.blocks[layer].module, CONTAINER, None)
         for s in sites:
-            if container is not None and _module_key(name, s) in container:
+            if container is not None and module_key(name, s, adapter_set) in container:
+                in_set = "" if adapter_set == DEFAULT_SET else f" of set {adapter_set!r}"
                 raise ValueError(
-                    f"adapter {name!r} is already injected in {tower} block {layer} at site {s!r}; "
-                    "eject it first or choose another site"
+                    f"adapter {name!r}{in_set} is already injected in {tower} block {layer} at site {s!r}; "
+                    "eject it first, choose another site or another adapter_set"
                 )
 
     state = _state(model, create=True)
-    injection = Injection(name, tower, layer_ids, sites, kwargs)
+    active = state.active if adapter_set in state.active else (adapter_set,)
+    check_switchable(model_states(model), active)
+    injection = Injection(name, tower, layer_ids, sites, kwargs, adapter_set)
     try:
         for layer in layer_ids:
             block = tower_obj.blocks[layer]
@@ -345,6 +352,9 @@ def inject(
         _detach(injection)
         raise
     state.injections.append(injection)
+    for each in model_states(model):
+        each.active = active
+        apply_activation(each)
     if freeze:
         freeze_model(model)
     return injection
@@ -354,15 +364,15 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
     param = next(block.module.parameters(), None)
     if param is not None:
         module.to(device=param.device)
-    key = _module_key(injection.name, site)
+    key = module_key(injection.name, site, injection.adapter_set)
     _container(block.module).add_module(key, module)
     injection.modules.append((layer, site, module))
     injection.undo.append(functools.partial(_remove_module, block.module, key))
     if site is None:
+        module.enabled = False  # until the set's activation says otherwise
         injection.undo.append(module.attach(block))
         return
-    bstate = _block_state(state, block)
-    injection.undo.append(functools.partial(_release_block_state, state, block.module))
+    hooks = _block_hooks(state, block)
     ctx = AdapterContext(
         tower=tower.name,
         layer=layer,
@@ -371,10 +381,12 @@ def _attach(state, injection, tower: Tower, layer: int, block: Block, site, modu
         num_prefix_tokens=tower.num_prefix_tokens,
         block=block,
         native_grid=tower.grid,
-        state=bstate,
+        state=hooks.bstate,
         adapter_name=injection.name,
     )
-    injection.undo.append(hook_site(site, block, module, ctx, tower.seq_first).remove)
+    entry = SiteEntry(module, ctx)
+    hooks.add(block, site, injection.adapter_set, entry, tower.seq_first, tower.name, layer)
+    injection.undo.append(functools.partial(_remove_entry, state, block.module, site, injection.adapter_set, entry))
 
 
 def _remove_module(block_module: nn.Module, key: str) -> None:
@@ -390,28 +402,47 @@ def _detach(injection: Injection) -> None:
     injection.undo.clear()
 
 
-def injections(model: nn.Module) -> list[Injection]:
-    """Every injection made into `model` or into a module inside it, in order."""
-    return [inj for state in _states(model) for inj in state.injections]
-
-
-def eject(model: nn.Module, handle: Injection | None = None) -> None:
-    """Remove one injection (`handle`) or all of them; the model's keys and outputs are as before.
-
-    Parameters frozen by `inject` stay frozen (call ``requires_grad_(True)`` to undo that).
+def injections(model: nn.Module, adapter_set: str | None = None) -> list[Injection]:
+    """Every injection made into `model` or into a module inside it, in order (those of
+    `adapter_set` only, when given).
 
     Example:
-        >>> clipadapt.eject(clip)
+        >>> [inj.name for inj in clipadapt.injections(clip, "k400")]
+        ['ted']
     """
+    return [inj for state in model_states(model) for inj in state.injections
+            if adapter_set is None or inj.adapter_set == adapter_set]
+
+
+def eject(model: nn.Module, handle: Injection | None = None, *, adapter_set: str | None = None) -> None:
+    """Remove one injection (`handle`), every injection of one set (`adapter_set`), or all of
+    them; the model's keys and outputs are then those it had without them.
+
+    The other sets keep their modules, keys, activation and outputs. Parameters frozen by
+    `inject` stay frozen (call ``requires_grad_(True)`` to undo that).
+
+    Example:
+        >>> clipadapt.eject(clip, adapter_set="ssv2")   # k400 stays
+        >>> clipadapt.eject(clip)                       # everything
+    """
+    if handle is not None and adapter_set is not None:
+        raise ValueError("eject takes a handle or an adapter_set, not both")
+    states = model_states(model)
+    if adapter_set is not None and adapter_set not in set_names(states):
+        raise ValueError(f"adapter set {adapter_set!r} is not in this model; its sets are {set_names(states) or '(none)'}")
     found = False
-    for state in _states(model):
+    for state in states:
         for injection in list(reversed(state.injections)):
-            if handle is None or injection is handle:
+            if (handle is None and adapter_set is None) or injection is handle or injection.adapter_set == adapter_set:
                 _detach(injection)
                 state.injections.remove(injection)
                 found = True
     if handle is not None and not found:
         raise ValueError(f"injection {handle.name!r} ({handle.tower}, layers {handle.layers}) is not in this model")
+    remaining = set(set_names(states))
+    for state in states:
+        state.active = tuple(name for name in state.active if name in remaining)
+        state.frozen &= remaining
 
 
 def is_adapter_param(name: str) -> bool:
@@ -419,43 +450,72 @@ def is_adapter_param(name: str) -> bool:
     return f".{CONTAINER}." in f".{name}"
 
 
-def freeze_model(model: nn.Module) -> nn.Module:
-    """Freeze every parameter of `model` that is not an injected adapter; returns `model`.
+def freeze_model(model: nn.Module, *, train: str | Sequence[str] | None = None) -> nn.Module:
+    """Freeze every parameter of `model` but the adapters of its active sets; returns `model`.
+
+    With `train` (a set name or several), only those sets train: the other sets stay frozen,
+    also while active (e.g. a task set under a new one stacked on top), until the next
+    ``freeze(model, train=...)``.
 
     Example:
         >>> clipadapt.freeze(clip)   # a linear probe on a frozen CLIP, no adapters
+        >>> clipadapt.activate(clip, "k400", "ssv2"); clipadapt.freeze(clip, train="ssv2")
     """
-    adapter_params = {id(p) for inj in injections(model) for _, _, m in inj.modules for p in m.parameters()}
+    states = model_states(model)
+    if train is not None:
+        names = [train] if isinstance(train, str) else list(train)
+        known, active = set_names(states), {name for state in states for name in state.active}
+        for name in names:
+            if name not in known:
+                raise ValueError(f"freeze(train={name!r}): no such adapter set; the model's sets are {known or '(none)'}")
+            if name not in active:
+                raise ValueError(f"freeze(train={name!r}): the set is inactive and would get no gradient; "
+                                 f"activate it first (clipadapt.activate(model, ..., {name!r}))")
+        for state in states:
+            state.frozen = set(known) - set(names)
     for param in model.parameters():
-        param.requires_grad_(id(param) in adapter_params)
+        param.requires_grad_(False)
+    for state in states:
+        apply_activation(state)
     return model
 
 
 @contextlib.contextmanager
-def frames(model: nn.Module, num_frames: int) -> Iterator[nn.Module]:
+def frames(model: nn.Module, num_frames: int, sets: Sequence[str | Sequence[str] | None] | None = None) -> Iterator[nn.Module]:
     """Tell temporal adapters that batches hold videos of `num_frames` frames (video-major).
 
     Frames of one video must be contiguous: a ``(B, T, 3, H, W)`` batch is passed flattened to
     ``(B·T, 3, H, W)``. Each block records T on its input, so gradient checkpointing can
     recompute after the context has exited.
 
+    `sets` makes a mixed batch: one entry per video, an adapter set (or a list of sets, stacked
+    in that order, or ``None`` for the frozen model) that this video alone runs through,
+    whatever the model's active sets. Each video gets what it would get alone with its sets
+    active; videos of the same sets are gathered, so each adapter runs once per call. Sets
+    holding weight adapters (LoRA), routed or active, are refused: their weights are shared.
+
     Example:
         >>> with clipadapt.frames(clip, 8):
         ...     f = clip.encode_image(video.flatten(0, 1))   # video: (B, 8, 3, 224, 224)
+        >>> with clipadapt.frames(clip, 8, sets=["k400", "ssv2", "k400"]):   # B = 3
+        ...     f = clip.encode_image(video.flatten(0, 1))
     """
     if isinstance(num_frames, torch.Tensor) and num_frames.numel() == 1:  # a traced `video.shape[1]`
         num_frames = int(num_frames)
     if not isinstance(num_frames, int) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
-    states = _states(model)
-    previous = [s.num_frames for s in states]
+    states = model_states(model)
+    routing = None if sets is None else make_routing(states, num_frames, sets)
+    previous = [(s.num_frames, s.routing) for s in states]
     for s in states:
         s.num_frames = num_frames
+        if routing is not None:
+            s.routing = routing
     try:
         yield model
     finally:
-        for s, prev in zip(states, previous):
-            s.num_frames = prev
+        for s, (prev, route) in zip(states, previous):
+            s.num_frames, s.routing = prev, route
 
 
 def backbone_fingerprint(model: nn.Module) -> dict:

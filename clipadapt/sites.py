@@ -1,17 +1,27 @@
-"""The hooks that realise a site in one block, and the per-call state they share.
+"""The hooks that realise the sites of one block, and the per-call state they share.
 
-``pre_attn`` is a pre-hook on the block; ``attn_out`` and ``pre_mlp`` are forward hooks on the
-module that ends the attention branch (``pre_mlp`` corrects it to ``out + A(x_in + out)`` with the
-block input ``x_in`` captured by `CaptureInput` on the same call); ``mlp_parallel`` is a forward
-hook on the MLP; ``post_block`` a forward hook on the block. Hooks are objects whose bound
-methods are registered, never closures, so a deep copy of a model owns copies of them.
-Adapters see ``(N, L, D)`` batch-first tensors whatever the block's layout; their delta is added
-out of place.
+Each block with adapters gets one `CaptureInput` pre-hook and, per site in use, one
+`SiteDispatcher`: ``pre_attn`` is a pre-hook on the block; ``attn_out`` and ``pre_mlp`` are
+forward hooks on the module that ends the attention branch (``attn_out`` first, so ``pre_mlp``
+sees the corrected branch; ``pre_mlp`` corrects it to ``out + A(x_in + out)`` with the block
+input ``x_in`` captured on the same call); ``mlp_parallel`` is a forward hook on the MLP;
+``post_block`` a forward hook on the block.
+
+A dispatcher holds the adapters of every adapter set at its site and runs those of the active
+sets, set after set in activation order (stacking), each on the stream the previous one left.
+When no active set has an adapter at the site it returns ``None`` at once, so the block computes
+exactly what it computes without adapters. In a mixed batch (`Routing`) each group of videos
+that shares a list of sets is gathered with ``index_select``, run through that list once, and
+put back with ``index_copy``.
+
+Hooks are objects whose bound methods are registered, never closures, so a deep copy of a model
+owns copies of them. Adapters see ``(N, L, D)`` batch-first tensors whatever the block's layout;
+their delta is added out of place.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -21,6 +31,43 @@ from clipadapt.backbones import SITES, Block
 from clipadapt.backbones.base import first_tensor, replace_first
 
 FRAMES_TAG = "_clipadapt_num_frames"  # set on block inputs so recomputation knows T
+ROUTING_TAG = "_clipadapt_routing"  # ... and how a mixed batch is routed
+
+
+@dataclass(eq=False)
+class Routing:
+    """Which adapter sets each video of a mixed batch runs through.
+
+    Attributes:
+        num_frames: T; video ``i`` is rows ``i·T .. i·T + T − 1`` of the ``(B·T, L, D)`` batch.
+        per_video: for each video, the tuple of sets it runs through (``()``: the frozen model).
+        groups: each distinct tuple of sets with the frame rows of its videos, in first-seen order.
+    """
+
+    num_frames: int
+    per_video: tuple[tuple[str, ...], ...]
+    groups: list[tuple[tuple[str, ...], torch.Tensor]] = field(default_factory=list)
+    _placed: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        videos: dict[tuple[str, ...], list[int]] = {}
+        for index, sets in enumerate(self.per_video):
+            videos.setdefault(sets, []).append(index)
+        self.groups = [
+            (sets, (torch.tensor(ids)[:, None] * self.num_frames + torch.arange(self.num_frames)).flatten())
+            for sets, ids in videos.items()
+        ]
+
+    @property
+    def rows(self) -> int:
+        return len(self.per_video) * self.num_frames
+
+    def on(self, group: int, device: torch.device) -> torch.Tensor:
+        """The frame rows of group `group` on `device` (moved once per device)."""
+        key = (group, device)
+        if key not in self._placed:
+            self._placed[key] = self.groups[group][1].to(device)
+        return self._placed[key]
 
 
 @dataclass(eq=False)
@@ -30,6 +77,8 @@ class BlockState:
     num_frames: int | None = None
     x_in: torch.Tensor | None = None  # block input, batch-first, after pre_attn adapters
     mlp_in: torch.Tensor | None = None
+    active: tuple[str, ...] = ()  # the model's active sets when the call began
+    routing: Routing | None = None
 
 
 def _to_batch_first(x: torch.Tensor, seq_first: bool) -> torch.Tensor:
@@ -67,63 +116,158 @@ def _replace_input(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, d
 
 @dataclass(eq=False)
 class CaptureInput:
-    """The pre-hook that records a block's input and T for the other hooks of the same call."""
+    """The pre-hook that records a block's input, T, the active sets and the routing of a mixed
+    batch for the other hooks of the same call."""
 
-    state: object  # the model's InjectionState (its num_frames)
+    state: object  # the model's InjectionState (num_frames, active, routing)
     bstate: BlockState
 
     def __call__(self, module, args, kwargs):
         x = _first_input(args, kwargs)
-        frames = self.state.num_frames
+        frames, routing = self.state.num_frames, self.state.routing
         if frames is not None:
             if not torch.compiler.is_compiling():
                 setattr(x, FRAMES_TAG, frames)
+                setattr(x, ROUTING_TAG, routing)
         else:  # recomputation by gradient checkpointing, after `frames()` has exited
-            frames = getattr(x, FRAMES_TAG, None)
+            frames, routing = getattr(x, FRAMES_TAG, None), getattr(x, ROUTING_TAG, None)
         self.bstate.num_frames = frames
+        self.bstate.routing = routing
+        self.bstate.active = self.state.active
         self.bstate.x_in = x
 
 
 @dataclass(eq=False)
-class SiteHook:
-    """The hook that realises one site for one adapter in one block (its methods are the hooks)."""
+class SiteEntry:
+    """One adapter at one site of one block, with the context it is called with."""
 
     adapter: nn.Module
-    ctx: object  # the adapter's AdapterContext (its state: BlockState)
-    seq_first: bool
+    ctx: object  # the adapter's AdapterContext
 
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        return _delta(self.adapter, x, self.ctx, self.seq_first)
+
+@dataclass(eq=False)
+class SiteDispatcher:
+    """The one hook that realises a site of a block for every adapter set (its methods are the hooks).
+
+    ``entries`` maps a set name to its adapters at this site, in injection order.
+    """
+
+    site: str
+    bstate: BlockState
+    seq_first: bool
+    tower: str
+    layer: int
+    entries: dict[str, list[SiteEntry]] = field(default_factory=dict)
+
+    def _chain(self, sets: tuple[str, ...]) -> list[SiteEntry]:
+        return [entry for name in sets for entry in self.entries.get(name, ())]
+
+    def _step(self, entry: SiteEntry, stream: torch.Tensor, source: torch.Tensor | None) -> torch.Tensor:
+        """One adapter: ``stream + A(stream)``, ``stream + A(source + stream)`` (pre_mlp) or
+        ``stream + A(source)`` (mlp_parallel, whose source is the MLP input)."""
+        if self.site == "pre_mlp":
+            adapter_input = source + stream
+        elif self.site == "mlp_parallel":
+            adapter_input = source
+        else:
+            adapter_input = stream
+        return stream + _delta(entry.adapter, adapter_input, entry.ctx, self.seq_first)
+
+    def _run(self, stream: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor | None:
+        """`stream` after the adapters that apply, or ``None`` when none does."""
+        routing = self.bstate.routing
+        if routing is None:
+            chain = self._chain(self.bstate.active)
+            for entry in chain:
+                stream = self._step(entry, stream, source)
+            return stream if chain else None
+        axis = 1 if self.seq_first else 0
+        if stream.shape[axis] != routing.rows:
+            if any(self.entries.get(name) for name in {*self.bstate.active, *(s for sets, _ in routing.groups for s in sets)}):
+                raise ValueError(
+                    f"a mixed batch routes {len(routing.per_video)} videos × {routing.num_frames} frames = {routing.rows} rows, "
+                    f"but {self.tower} block {self.layer} got {stream.shape[axis]}; run other inputs (text) outside "
+                    "`with clipadapt.frames(model, T, sets=...)`"
+                )
+            return None
+        result = None
+        for group, (sets, _) in enumerate(routing.groups):
+            chain = self._chain(sets)
+            if not chain:
+                continue
+            rows = routing.on(group, stream.device)
+            part = stream.index_select(axis, rows)
+            part_source = None if source is None else source.index_select(axis, rows)
+            for entry in chain:
+                part = self._step(entry, part, part_source)
+            result = (stream if result is None else result).index_copy(axis, rows, part)
+        return result
 
     def pre_attn(self, module, args, kwargs):
-        x = _first_input(args, kwargs)
-        x = x + self.delta(x)
-        self.ctx.state.x_in = x
+        x = self._run(_first_input(args, kwargs))
+        if x is None:
+            return None
+        self.bstate.x_in = x
         return _replace_input(args, kwargs, x)
 
     def attn_out(self, module, args, output):
-        out = first_tensor(output)
-        return replace_first(output, out + self.delta(out))
+        out = self._run(first_tensor(output))
+        return None if out is None else replace_first(output, out)
 
     def pre_mlp(self, module, args, output):
-        out = first_tensor(output)
-        return replace_first(output, out + self.delta(self.ctx.state.x_in + out))
+        out = self._run(first_tensor(output), self.bstate.x_in)
+        return None if out is None else replace_first(output, out)
 
     def mlp_parallel(self, module, args, output):
-        return output + self.delta(args[0])
+        return self._run(output, args[0])
 
     post_block = attn_out  # the block output, corrected as the attention branch's
 
+    def register(self, block: Block) -> RemovableHandle:
+        """Register this dispatcher's hook on the module of `block` that its site acts on."""
+        if self.site == "pre_attn":
+            return block.module.register_forward_pre_hook(self.pre_attn, with_kwargs=True)
+        if self.site == "attn_out":  # before pre_mlp's hook on the same module
+            return block.attn_end.register_forward_hook(self.attn_out, prepend=True)
+        if self.site == "pre_mlp":
+            return block.attn_end.register_forward_hook(self.pre_mlp)
+        if self.site == "mlp_parallel":
+            return block.mlp.register_forward_hook(self.mlp_parallel)
+        if self.site == "post_block":
+            return block.module.register_forward_hook(self.post_block)
+        raise ValueError(f"unknown site {self.site!r}; sites are {', '.join(SITES)}")
 
-def hook_site(site: str, block: Block, adapter: nn.Module, ctx, seq_first: bool) -> RemovableHandle:
-    """Register the hook that realises `site` for one adapter in one block."""
-    hook = SiteHook(adapter, ctx, seq_first)
-    if site == "pre_attn":
-        return block.module.register_forward_pre_hook(hook.pre_attn, with_kwargs=True)
-    if site in ("attn_out", "pre_mlp"):
-        return block.attn_end.register_forward_hook(getattr(hook, site))
-    if site == "mlp_parallel":
-        return block.mlp.register_forward_hook(hook.mlp_parallel)
-    if site == "post_block":
-        return block.module.register_forward_hook(hook.post_block)
-    raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
+
+@dataclass(eq=False)
+class BlockHooks:
+    """Every hook the engine placed on one block: the input capture and one dispatcher per site."""
+
+    bstate: BlockState
+    capture: RemovableHandle
+    dispatchers: dict[str, tuple[SiteDispatcher, RemovableHandle]] = field(default_factory=dict)
+
+    @classmethod
+    def place(cls, state, block: Block) -> "BlockHooks":
+        bstate = BlockState()
+        handle = block.module.register_forward_pre_hook(CaptureInput(state, bstate), with_kwargs=True, prepend=True)
+        return cls(bstate, handle)
+
+    def add(self, block: Block, site: str, adapter_set: str, entry: SiteEntry, seq_first: bool, tower: str, layer: int) -> None:
+        if site not in self.dispatchers:
+            dispatcher = SiteDispatcher(site, self.bstate, seq_first, tower, layer)
+            self.dispatchers[site] = (dispatcher, dispatcher.register(block))
+        self.dispatchers[site][0].entries.setdefault(adapter_set, []).append(entry)
+
+    def remove(self, site: str, adapter_set: str, entry: SiteEntry) -> None:
+        dispatcher, handle = self.dispatchers[site]
+        entries = dispatcher.entries[adapter_set]
+        entries.remove(entry)
+        if not entries:
+            del dispatcher.entries[adapter_set]
+        if not dispatcher.entries:
+            handle.remove()
+            del self.dispatchers[site]
+
+    @property
+    def empty(self) -> bool:
+        return not self.dispatchers

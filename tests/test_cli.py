@@ -1,3 +1,4 @@
+import pytest
 from typer.testing import CliRunner
 
 from clipadapt.cli import app
@@ -23,3 +24,10 @@ def test_ls_adapters_and_backbones():
     assert result.exit_code == 0 and "ted" in result.output and "bottleneck" in result.output
     result = runner.invoke(app, ["ls", "backbones"])
     assert result.exit_code == 0 and "openai_clip" in result.output
+
+
+@pytest.mark.parametrize("kind", ["adapters", "heads", "backbones", "recipes"])
+def test_ls_descriptions_are_plain_words_not_docstring_markup(kind):
+    result = CliRunner().invoke(app, ["ls", kind])
+    assert result.exit_code == 0, result.output
+    assert "`" not in result.output and ":class:" not in result.output and "…" not in result.output, result.output

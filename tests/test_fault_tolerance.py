@@ -502,6 +502,24 @@ def test_a_checkpoint_path_with_brackets_gets_one_line_naming_it():
     assert "x/[/x].pt" in result.output and "Traceback" not in result.output
 
 
+class _InterruptedInAWorker(torch.utils.data.Dataset):
+    """Ctrl-C reaches a DataLoader worker (the terminal signals the whole process group)."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        os.kill(os.getpid(), signal.SIGINT)
+        return torch.zeros(1)
+
+
+def test_ctrl_c_in_a_dataloader_worker_neither_prints_nor_stops_the_run(tmp_path, capfd):
+    trainer = make_trainer(make_recipe(tmp_path))
+    with trainer._graceful_interrupt():
+        list(torch.utils.data.DataLoader(_InterruptedInAWorker(), num_workers=1, multiprocessing_context="fork"))
+    assert "Ctrl-C" not in capfd.readouterr().out and not trainer._stop_requested  # the main process saw no Ctrl-C
+
+
 def test_a_dataloader_workers_error_is_one_line():
     from clipadapt.data.datasets import TooManyBadSamples
 

@@ -64,3 +64,13 @@ def test_ucf101_splits_and_zero_shot_views(tmp_path, videos):
 def test_an_official_dataset_without_its_annotation_folder_is_named():
     with pytest.raises(RecipeError, match="data.annotations"):
         require_data(load_recipe("m2clip_ssv2"))
+
+
+def test_a_list_with_a_label_map_is_checked_against_data_num_classes(tmp_path, videos):
+    (tmp_path / "train.txt").write_text("".join(f"{video.name} {i % 2}\n" for i, video in enumerate(videos)))
+    (tmp_path / "labels.txt").write_text("abseiling\nbrushing hair\n")
+    paths = dict(root=videos[0].parent, train_list=tmp_path / "train.txt", val_list=tmp_path / "train.txt",
+                 label_map=tmp_path / "labels.txt")
+    with pytest.raises(ValueError, match=r"num_classes=400 but the label map .*labels.txt"):
+        build_dataset(small("list", **paths), "train")  # m2clip_k400 declares 400 classes; the map has 2
+    assert build_dataset(small("list", num_classes=2, **paths), "train").classnames == ["abseiling", "brushing hair"]

@@ -54,6 +54,9 @@ def test_quickstart_output_reads_well_when_piped(quickstart):
     assert "quickstart: test accuracy of m2clip, frame_mean_baseline after 2 epochs" in words
     assert "quickstart/m2clip: 2 epochs" in words and "quickstart/frame_mean_baseline: 2 epochs" in words
     assert "top-5" not in output  # 4 classes: top-5 would always be 100%
+    assert "…" not in output  # piped: tables are printed whole, not cut at 80 columns
+    evals = [line for line in lines if line.startswith("eval epoch ")]
+    assert evals and all(line.rstrip().endswith(")") for line in evals)  # one line each, not wrapped
 
 
 def test_a_second_run_says_it_reuses_the_generated_data(quickstart, tmp_path):
@@ -120,6 +123,67 @@ def test_predict_names_classes_of_video_files(quickstart):
     zero_shot = table(["--classes", "a square spinning,a dot falling"])
     assert {name for name, _ in zero_shot} == {"a square spinning", "a dot falling"}
     assert abs(sum(p for _, p in zero_shot) - 1) < 0.003
+
+
+def test_python_predict_on_a_loaded_run_samples_its_clips_as_the_run_did(quickstart):
+    import torch
+
+    from clipadapt import load_trained
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.data.transforms import normalize_video
+    from clipadapt.engine.tasks import predict
+    from clipadapt.recipes import load_recipe
+
+    out, _ = quickstart
+    model = load_trained(out / "m2clip")  # a 32-pixel model: the function's old 224-pixel default crashed
+    dataset = build_dataset(load_recipe("quickstart", [*SMALL, f"output_dir={out}"]), "test")
+    item = dataset[0]  # the evaluation pipeline's clip of the same video, one view
+    with torch.no_grad():
+        expected = model(normalize_video(item["video"], torch.device("cpu")).reshape(-1, *item["video"].shape[-4:]))["fused"][0]
+    (top,) = predict(model, [dataset.path(0)], top_k=4)
+    assert [name for name, _ in top] == [model.classnames[i] for i in expected.argsort(descending=True).tolist()]
+    assert [p for _, p in top] == pytest.approx(expected.sort(descending=True).values.tolist(), abs=1e-6)
+
+
+def test_rerunning_a_finished_run_keeps_its_recorded_durations(quickstart):
+    out, _ = quickstart
+    before = json.loads((out / "summary.json").read_text())
+    result = runner.invoke(app, ["run", "quickstart", *SMALL, f"output_dir={out}"])
+    assert result.exit_code == 0, result.output
+    assert "is a finished run" in result.output
+    assert json.loads((out / "summary.json").read_text()) == before
+
+
+def test_a_fresh_start_onto_an_earlier_runs_checkpoint_is_refused_naming_the_flag(quickstart, tmp_path):
+    import shutil
+
+    out, _ = quickstart
+    shutil.copytree(out / "m2clip" / "checkpoints", tmp_path / "checkpoints")
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    result = runner.invoke(app, ["run", "quickstart", *SMALL, "compare={}", "resume=null", f"output_dir={tmp_path}",
+                                 f"data.root={out / 'data'}"])
+    assert result.exit_code == 1, result.output
+    assert f"holds the checkpoint {tmp_path / 'checkpoints' / 'last.pt'} of an earlier run" in " ".join(result.output.split())
+    assert "resume=auto" in result.output and "--retrain" in result.output
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_key_value_arguments_are_overrides_wherever_they_stand(quickstart):
+    out, _ = quickstart
+    checkpoint = str(out / "m2clip" / "checkpoints" / "last.pt")
+    # an override whose value is a path, where the optional checkpoint could stand
+    frozen = runner.invoke(app, ["zeroshot", "quickstart", f"output_dir={out}", *SMALL])
+    assert frozen.exit_code == 0 and "top-1" in frozen.output, frozen.output
+    before = runner.invoke(app, ["eval", "quickstart", checkpoint, *SMALL, f"output_dir={out}"])
+    after = runner.invoke(app, ["eval", "quickstart", f"output_dir={out}", *SMALL, checkpoint])
+    assert before.exit_code == after.exit_code == 0 and before.output == after.output, after.output
+    video = str(next((out / "data" / "videos").glob("*.mp4")))
+    sampled = runner.invoke(app, ["predict", checkpoint, video, "data.sampling=dense", "data.stride=1"])
+    assert sampled.exit_code == 0 and "probability" in sampled.output, sampled.output
+    refused = runner.invoke(app, ["predict", checkpoint, video, "model.arch=ViT-L-14"])
+    assert refused.exit_code == 1 and "predict takes data.* overrides (how clips are sampled) only" in refused.output
+    bad = runner.invoke(app, ["predict", checkpoint, video, "data.frames=0"])
+    assert bad.exit_code == 1 and "data.frames" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
 
 
 def test_run_with_a_bad_override_names_the_key(tmp_path):
@@ -255,6 +319,24 @@ def test_export_writes_an_adapter_file_that_rebuilds_the_trained_video_model(qui
         assert torch.equal(expected[key], got[key]), key
     with pytest.raises(ValueError, match="random weights .* load the training checkpoint instead"):
         clipadapt.load_trained(exported)
+
+
+def test_export_follows_the_umask_and_never_replaces_a_file(quickstart, tmp_path):
+    import os
+
+    out, _ = quickstart
+    exported = tmp_path / "m2clip.safetensors"
+    previous = os.umask(0o022)
+    try:
+        first = runner.invoke(app, ["export", str(out / "m2clip"), str(exported)])
+    finally:
+        os.umask(previous)
+    assert first.exit_code == 0, first.output
+    assert exported.stat().st_mode & 0o777 == 0o644  # as checkpoints: 0666 less the umask, not safetensors' 0600
+    before = exported.read_bytes()
+    again = runner.invoke(app, ["export", str(out / "m2clip"), str(exported)])
+    assert again.exit_code == 1 and again.output.strip() == f"error: {exported} exists; choose another destination or remove it first"
+    assert exported.read_bytes() == before
 
 
 @pytest.mark.parametrize("family", ["hf", "openai_clip"])

@@ -67,6 +67,8 @@ class LoRAWeight(nn.Module):
         self.chunks = chunks
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if not self.lora.enabled:  # its adapter set is inactive: the weight itself, bit for bit
+            return weight
         return weight + self.lora.weight_delta(self.chunks, weight, dropout=self.lora.training)
 
 
@@ -91,6 +93,7 @@ class LoRAAdapter(Adapter):
     """
 
     sites = ()
+    switchable = True
 
     def __init__(self, dim: int, rank: int = 8, alpha: float = 8.0, dropout: float = 0.0, targets: list[str] | tuple[str, ...] = ("q", "v")):
         super().__init__()
@@ -219,6 +222,8 @@ def merge(model: nn.Module) -> nn.Module:
         adapters = [m for _, _, m in injection.modules if isinstance(m, LoRAAdapter)]
         if not adapters:
             continue
+        if not all(adapter.enabled for adapter in adapters):
+            raise ValueError(f"lora of adapter set {injection.adapter_set!r} is inactive: activate it or eject it before merge")
         merged = [item for adapter in adapters for item in adapter.merged_weights()]
         eject(model, injection)
         with torch.no_grad():

@@ -41,7 +41,7 @@ class _Projections(nn.Module):
 
 @register_adapter("ted")
 class TEDAdapter(Adapter):
-    """M2-CLIP's TED-Adapter (see the module docstring).
+    """M2-CLIP's TED-Adapter: temporal enhancement plus temporal difference, in a bottleneck.
 
     Args:
         dim: the block width D.

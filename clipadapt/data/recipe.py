@@ -137,7 +137,7 @@ class HMDB51(_OfficialSplits):
     reader = staticmethod(read_hmdb51)
 
 
-CHECKED_CLASS_COUNT = ("k400", "ssv2", "ucf101", "hmdb51")  # datasets whose class count data.num_classes states
+CHECKED_CLASS_COUNT = ("k400", "ssv2", "ucf101", "hmdb51", "list")  # datasets whose class count data.num_classes states
 
 def synthetic_root(recipe) -> Path:
     """Where a synthetic recipe's data lives: ``data.root``, or ``<output_dir>/data``."""
@@ -241,8 +241,8 @@ def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDatase
         size=preprocess.size,
         on_error=data.on_error,
         backend=data.backend,
-        # the official datasets and a list without a label map must agree with data.num_classes
-        num_classes=data.num_classes if data.dataset in CHECKED_CLASS_COUNT or (data.dataset == "list" and not data.label_map) else None,
+        # the official datasets and lists must agree with data.num_classes (plugin datasets say their own)
+        num_classes=data.num_classes if data.dataset in CHECKED_CLASS_COUNT else None,
         seed=recipe.seed,
         train=train,
     )

@@ -14,6 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from clipadapt.terminal import print_table
+
 from clipadapt.recipes import Recipe, dataset_source, load_recipe, require_data
 from clipadapt.recipes.files import read_yaml_file
 from clipadapt.engine import distributed
@@ -113,6 +115,7 @@ def _train_and_evaluate(recipe: Recipe, console: Console, distributed_run: bool,
     from clipadapt.data.recipe import build_dataset
     from clipadapt.models import build_from_recipe
 
+    started = time.perf_counter()
     seed_everything(recipe.seed)
     train_set = build_dataset(recipe, "train")
     eval_set = build_dataset(recipe, "val")
@@ -132,7 +135,8 @@ def _train_and_evaluate(recipe: Recipe, console: Console, distributed_run: bool,
             bad_samples["test"] = metrics.get("bad_samples", 0)
     # samples replaced in the last pass over each split (train: the last epoch, on this rank)
     results = {"recipe": recipe.name, "metrics": metrics, **headline(metrics), "num_classes": len(train_set.classnames),
-               "steps": summary.get("step"), "bad_samples": bad_samples}
+               "steps": summary.get("step"), "bad_samples": bad_samples,
+               "seconds": round(time.perf_counter() - started, 1)}  # kept with the results: a rerun reports, not re-times
     if distributed.is_main():
         path = Path(recipe.output_dir) / "results.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,14 +152,15 @@ def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console:
     `allow_recipe_change` lets a resumed run take a recipe that differs from its checkpoint's.
 
     With variants, ``<output_dir>/summary.json`` holds each variant's test top-1/top-5 (as
-    fractions), its class count and its duration in seconds, and the whole run's duration.
+    fractions), its class count and the seconds its training and evaluation took (stored in its
+    ``results.json``, so a rerun that finds a finished variant reports its time, not the rerun's),
+    and their sum (``null`` where a variant finished before its time was recorded).
 
     Example:
         >>> run("quickstart")                        # doctest: +SKIP
         {'m2clip': {'top1': ..., 'top5': ..., 'num_classes': 4, 'seconds': ...}, 'frame_mean_baseline': {...}, 'seconds': ...}
     """
     console = console or Console()
-    started = time.perf_counter()
     recipe = load_recipe(name_or_path, list(overrides))
     shared = []
     if dataset_source(recipe).generated:  # generated once, for all variants
@@ -168,18 +173,18 @@ def run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), console:
     summary = {}
     for variant, variant_overrides in recipe.compare.items():
         console.rule(f"{variant}")
-        variant_started = time.perf_counter()
         variant_recipe = load_recipe(name_or_path, [*overrides, *shared, *variant_overrides, f"output_dir={base_dir / variant}"])
         variant_recipe.compare = {}
         variant_recipe.name = f"{recipe.name}/{variant}"
         result = train_and_evaluate(variant_recipe, console, retrain=retrain, allow_recipe_change=allow_recipe_change)
         summary[variant] = {"top1": result.get("top1"), "top5": result.get("top5"), "num_classes": result.get("num_classes"),
-                            "seconds": round(time.perf_counter() - variant_started, 1)}
-    seconds = round(time.perf_counter() - started, 1)
+                            "seconds": result.get("seconds")}
+    known = [result["seconds"] for result in summary.values() if result["seconds"] is not None]
+    seconds = round(sum(known), 1) if len(known) == len(summary) else None
     if distributed.is_main():
         base_dir.mkdir(parents=True, exist_ok=True)
         (base_dir / "summary.json").write_text(json.dumps({**summary, "seconds": seconds}, indent=2))
-        console.print(summary_table(recipe, summary))
+        print_table(summary_table(recipe, summary), console)
         console.print(f"wrote {base_dir / 'summary.json'} ({_duration(seconds)} in all)", highlight=False)
     return {**summary, "seconds": seconds}
 

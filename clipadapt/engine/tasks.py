@@ -31,22 +31,33 @@ def trained_file(path: str | Path) -> Path:
 def load_exported(path: str | Path, classnames: Sequence[str] | None = None):
     """The `VideoCLIP` of an adapter file written by ``clipadapt export``: the backbone is built
     from the recipe stored in the file, the adapters, pooling and heads loaded onto it."""
+    from clipadapt.data.recipe import recipe_preprocess
     from clipadapt.models import VideoCLIP, build_clip
     from clipadapt.saving import read_metadata
 
-    recipe = read_metadata(path)["recipe"]
+    meta = read_metadata(path)
+    recipe = meta["recipe"]
     if recipe is None:
         raise ValueError(f"{path} stores no recipe to build its backbone from; build the CLIP yourself and "
                          "call clipadapt.VideoCLIP.from_adapters(clip, path)")
     if not recipe["model"].get("weights"):
         raise ValueError(f"{path} was trained on a backbone with random weights (model.weights: null), which an "
                          "adapter file does not hold; load the training checkpoint instead")
-    return VideoCLIP.from_adapters(build_clip(recipe["model"]), path, classnames)
+    clip = build_clip(recipe["model"])
+    if meta["stacked_on"] and recipe["model"].get("init_adapters"):  # one set of a run that started from others
+        from clipadapt.models.init_adapters import init_adapter_sets
+
+        init_adapter_sets(clip, recipe["model"]["init_adapters"])
+    model = VideoCLIP.from_adapters(clip, path, classnames, tokenizer=recipe["model"].get("tokenizer"))
+    model.recipe = recipe  # how its clips were made: `predict` samples as training did
+    model.preprocess = recipe_preprocess(recipe)
+    return model
 
 
-def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
+def export_adapters(checkpoint: str | Path, out: str | Path, adapter_set: str | None = None) -> Path:
     """Write the adapters, pooling and heads of a trained run (a checkpoint or run directory) to
-    the safetensors adapter file `out`, with the video model's spec and the run's recipe.
+    the safetensors adapter file `out`, with the video model's spec and the run's recipe; with
+    `adapter_set`, that set's adapters only (`clipadapt.save_adapters`).
 
     Example:
         >>> export_adapters("runs/quickstart/m2clip", "m2clip.safetensors")   # doctest: +SKIP
@@ -59,7 +70,9 @@ def export_adapters(checkpoint: str | Path, out: str | Path) -> Path:
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export writes safetensors: give an output path ending in .safetensors, not {str(out)!r}")
-    return save_adapters(load_trained(checkpoint), out, recipe=load_checkpoint(checkpoint)["recipe"])
+    if out.exists():  # as `clipadapt cp`: an export never replaces a file
+        raise FileExistsError(f"{out} exists; choose another destination or remove it first")
+    return save_adapters(load_trained(checkpoint), out, recipe=load_checkpoint(checkpoint)["recipe"], adapter_set=adapter_set)
 
 
 def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None):
@@ -74,6 +87,9 @@ def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None
     the checkpoint stored, and every frozen tensor is checked against the checkpoint's digests
     (:class:`~clipadapt.engine.checkpoint.CheckpointMismatchError` says what differs), then the
     trainable weights are loaded.
+
+    The model keeps the recipe it was trained with as ``model.recipe`` (a mapping), from which
+    `predict` takes frames, sampling and size.
 
     Example:
         >>> model = load_trained("runs/m2clip_k400/checkpoints/best.pt")   # doctest: +SKIP
@@ -93,6 +109,7 @@ def load_trained(checkpoint: str | Path, classnames: Sequence[str] | None = None
     except (RuntimeError, KeyError) as error:
         first = (error.args[0] if error.args else str(error)).strip().splitlines()[0]
         raise CheckpointMismatchError(f"{checkpoint}: its trainable tensors do not fit the model its recipe builds ({first})") from None
+    model.recipe = state["recipe"]  # how its clips were made: `predict` samples as training did
     return model.eval()
 
 
@@ -142,6 +159,26 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path, split: str = "te
     if model.classnames and dataset.classnames and len(model.classnames) != len(dataset.classnames):
         raise ValueError(f"{checkpoint} was trained on {len(model.classnames)} classes, the {split} set has {len(dataset.classnames)}")
     return evaluate(model, _loader(recipe, dataset), **eval_options(recipe), clips_per_forward=recipe.data.batch_size)
+
+
+def evaluate_adapter_sets(recipe: Recipe, checkpoint: str | Path, adapter_sets: Sequence[str], split: str = "test") -> dict:
+    """:func:`evaluate_checkpoint` with each of `adapter_sets` active in turn (one model load):
+    ``{set: metrics}``. An entry ``"a+b"`` stacks sets ``a`` and ``b``.
+
+    Example:
+        >>> evaluate_adapter_sets(recipe, "runs/ssv2/checkpoints/best.pt", ["k400", "k400+default"])  # doctest: +SKIP
+    """
+    from clipadapt.data.recipe import build_dataset
+    from clipadapt.sets import activate
+
+    check_model_matches(recipe, checkpoint)
+    dataset = build_dataset(recipe, split)
+    model = load_trained(checkpoint)
+    results = {}
+    for entry in adapter_sets:
+        activate(model, *entry.split("+"))
+        results[entry] = evaluate(model, _loader(recipe, dataset), **eval_options(recipe), clips_per_forward=recipe.data.batch_size)
+    return results
 
 
 def frozen_clip(recipe: Recipe, classnames: Sequence[str]):
@@ -197,32 +234,47 @@ def predict(
     model,
     videos: Sequence[str | Path],
     *,
-    num_frames: int = 8,
+    num_frames: int | None = None,
     size: int | None = None,
-    sampling: str = "segments",
-    stride: int = 16,
+    sampling: str | None = None,
+    stride: int | None = None,
     top_k: int = 5,
     classnames: Sequence[str] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-k classes and probabilities for each video file.
 
-    With `classnames` the videos are classified zero-shot among those names; otherwise by the
-    model's trained heads (fused). Frames are resized to `size` (default: the model's
-    ``preprocess.size``) with its interpolation and normalised with its mean and std.
+    Clips are sampled as the model's training recipe says (``model.recipe``, which
+    `load_trained` sets: ``data.frames``, ``data.sampling``, ``data.stride``) and resized and
+    normalised as it says (``data.size``, ``data.interpolation``, ``data.mean``, ``data.std``, or
+    the model's own: `clipadapt.data.recipe.recipe_preprocess`); an argument given here overrides
+    it. A model without a recipe needs `num_frames` (``segments`` sampling unless told) and is
+    resized and normalised as it carries (``model.preprocess``). With `classnames` the videos are
+    classified zero-shot among those names; otherwise by the model's trained heads (fused).
 
     Example:
+        >>> model = load_trained("runs/quickstart/m2clip")                       # doctest: +SKIP
         >>> predict(model, ["clip.mp4"], classnames=["surf", "ride a horse"])   # doctest: +SKIP
         [[('surf', 0.91), ('ride a horse', 0.09)]]
     """
-    from clipadapt.data import open_video
-    from clipadapt.data.sampling import dense_indices, segment_indices
     from clipadapt.backbones.preprocess import carried_preprocess
+    from clipadapt.data import open_video
+    from clipadapt.data.recipe import recipe_preprocess
+    from clipadapt.data.sampling import dense_indices, segment_indices
     from clipadapt.data.transforms import eval_transform, normalize_video
 
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    preprocess = carried_preprocess(model)
-    transform = eval_transform(size or preprocess.size or 224, interpolation=preprocess.interpolation)
+    recipe = getattr(model, "recipe", None) or {}
+    data = recipe.get("data") or {}
+    preprocess = recipe_preprocess(recipe) if recipe else carried_preprocess(model)
+    num_frames = num_frames or data.get("frames")
+    size = size or preprocess.size
+    sampling = sampling or data.get("sampling") or "segments"
+    stride = stride or data.get("stride") or 16
+    if num_frames is None or size is None:
+        raise ValueError("this model carries no training recipe (model.recipe): give predict num_frames= and size= "
+                         "(or load it with clipadapt.load_trained, which keeps the recipe)")
+    transform = eval_transform(size, interpolation=preprocess.interpolation)
     if classnames:
         model.set_classnames(classnames)
     names = list(model.classnames)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import os
 import signal
 import threading
 import time
@@ -28,6 +29,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from clipadapt.backbones.preprocess import carried_preprocess
 from clipadapt.data.transforms import normalize_video
+from clipadapt.sets import check_active_training
+from clipadapt.terminal import print_table
 
 from . import distributed
 from .checkpoint import (
@@ -202,6 +205,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.num_batches / self.accumulate)
         # an evaluation forward holds as many clips as a training batch, whatever the views per video
         self.eval_clips_per_forward = getattr(getattr(train_loader, "loader", None), "batch_size", None)
+        check_active_training(self.model)
         self.optimizer = build_optimizer(self.model, recipe.optim)
         self.scheduler = build_scheduler(
             self.optimizer, steps_per_epoch=self.steps_per_epoch, epochs=recipe.schedule.epochs,
@@ -297,7 +301,11 @@ class Trainer:
             yield
             return
 
+        owner = os.getpid()
+
         def request_stop(signum, frame):
+            if os.getpid() != owner:  # a DataLoader worker (forked with this handler): the main process answers
+                return
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
@@ -320,6 +328,12 @@ class Trainer:
         if path is not None:
             self.resume(path)
         else:
+            earlier = find_resume(self.output_dir)
+            if earlier is not None:  # a fresh start would overwrite it: the user must say so
+                raise FileExistsError(
+                    f"{self.output_dir} holds the checkpoint {earlier} of an earlier run, which a fresh start "
+                    "would overwrite: continue it with resume=auto, or start over with --retrain (clipadapt run), "
+                    "which replaces it, or use another output_dir")
             seed_everything(self.recipe.seed + self.rank)
             stale = checkpoint_dir(self.output_dir) / "best.pt"
             if self.is_main and stale.is_file():  # a fresh run's best is its own, never an earlier run's
@@ -477,7 +491,7 @@ class Trainer:
             from rich.console import Console
 
             self.console = Console()
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, soft_wrap=True)  # a long line stays one line in a log
 
     def _progress_bar(self, epoch: int, skip: int):
         if self.console is None:
@@ -519,4 +533,4 @@ class Trainer:
             from rich.console import Console
 
             self.console = Console()
-        self.console.print(table)
+        print_table(table, self.console)

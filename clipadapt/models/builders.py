@@ -81,6 +81,8 @@ def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoC
         tokenizer=model_cfg.get("tokenizer"),
     )
     model.preprocess = recipe_preprocess(recipe)
+    if model_cfg.get("init_adapters"):
+        model.init_adapters([_plain(entry) for entry in model_cfg["init_adapters"]])
     unfreeze(model, model_cfg.get("trainable") or [])
     frozen = model_cfg.get("precision_frozen")
     if frozen:

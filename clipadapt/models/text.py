@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from clipadapt.backbones import TextEncoder, TokenizedPrompts, detect
 from clipadapt.backbones.tokenizers import Tokenizer, load_tokenizer
 from clipadapt.inject import injections
+from clipadapt.sets import active_sets
 
 # adapter sites that leave the last block's MLP branch acting on each token alone
 _BEFORE_MLP = ("pre_attn", "attn_out", "pre_mlp")
@@ -56,7 +57,7 @@ class TextPath:
         self.context_length = self.encoder.context_length
         if tokenizer is not None:
             self.encoder.set_tokenizer(load_tokenizer(tokenizer, self.context_length))
-        self._prefix_cache: tuple | None = None  # (tokens, (start, dtype, device), (states, mask))
+        self._prefix_cache: tuple | None = None  # (tokens, (start, dtype, device, length, active sets), (states, mask))
 
     # ---- tokens and pieces, as the family's encoder has them ------------------------------
 
@@ -168,7 +169,8 @@ class TextPath:
             with rows:
                 return self.run_blocks(x, mask=mask)
         if cache_prefix:
-            key = (start, self.dtype, ids.device, ids.shape[1])
+            # switching adapter sets changes the prefix
+            key = (start, self.dtype, ids.device, ids.shape[1], active_sets(self.clip))
             cached = self._prefix_cache
             if cached is None or cached[0] is not tokens or cached[1] != key:
                 cached = (tokens, key, self._frozen_prefix(ids, start))

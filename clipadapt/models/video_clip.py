@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from einops import rearrange
 
@@ -18,6 +19,7 @@ from clipadapt.backbones.base import first_tensor
 from clipadapt.heads.base import HeadContext, HeadInputs, with_bias
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
+from clipadapt.sets import active_sets, disabled
 from clipadapt.models.text import TextPath
 from clipadapt.registry import HEADS, POOLINGS
 
@@ -131,7 +133,7 @@ class VideoCLIP(nn.Module):
         self.head_specs: list[dict] = []
         self.lr_mults: dict[str, float] = {}
         self._class_tokens = None
-        self._class_cache: torch.Tensor | None = None
+        self._class_cache: tuple | None = None  # (the CLIP's active adapter sets, embeddings (C, E))
 
     # ---- construction -----------------------------------------------------------------
 
@@ -176,6 +178,36 @@ class VideoCLIP(nn.Module):
         model = cls(clip, classnames or video["classnames"] or None, templates=video["templates"], pooling=video["pooling"],
                     num_classes=video["num_classes"], pooling_width=video["pooling_width"], tokenizer=tokenizer)
         return load_adapters(model, path).eval()
+
+    def init_adapters(self, entries: Sequence[dict]) -> list[str]:
+        """Start from adapter files, each loaded into the CLIP as a frozen, active adapter set
+        under the sets this model trains (`clipadapt.models.init_adapters.init_adapter_sets`).
+
+        Example:
+            >>> model.init_adapters([{"path": "k400.safetensors", "adapter_set": "k400", "trainable": False}])
+            ['k400']
+        """
+        from clipadapt.models.init_adapters import init_adapter_sets
+
+        return init_adapter_sets(self.clip, entries)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator["VideoCLIP"]:
+        """The frozen CLIP's video model inside the block: no adapter set runs (`clipadapt.disabled`)
+        and the video embedding is the mean of the frame embeddings, not the pooling adapter's;
+        M2-CLIP's frozen zero-shot baseline. Everything is restored on exit.
+
+        Example:
+            >>> with model.frozen():
+            ...     baseline = model.zero_shot_logits(video, ["surf", "ride a horse"])
+        """
+        pooling = self.pooling
+        self.pooling = POOLINGS.get("mean")(self.embed_dim, None).to(self.device)
+        try:
+            with disabled(self.clip):
+                yield self
+        finally:
+            self.pooling = pooling
 
     def set_lr_mult(self, prefix: str, mult: float) -> None:
         """Scale the learning rate of every parameter whose name starts with `prefix`."""
@@ -250,15 +282,16 @@ class VideoCLIP(nn.Module):
         if not self.classnames:
             raise ValueError("this VideoCLIP has no class names; give classnames or call set_classnames")
         text = self._text_path()
-        if self._class_cache is not None and not self._text_trains():
-            return self._class_cache
+        sets = active_sets(self.clip)
+        if self._class_cache is not None and self._class_cache[0] == sets and not self._text_trains():
+            return self._class_cache[1]
         device = self.device
         if self._class_tokens is None or self._class_tokens.ids.device != device:
             self._class_tokens = text.tokenize(self.prompts(self.classnames, self.templates), device)
         emb = text.encode(self._class_tokens, normalize=True, cache_prefix=True)
         emb = F.normalize(emb.reshape(len(self.classnames), len(self.templates), -1).mean(dim=1), dim=-1)
         if not self._text_trains():
-            self._class_cache = emb
+            self._class_cache = (sets, emb)
         return emb
 
     def encode_text(self, prompts: Sequence[str], normalize: bool = True) -> torch.Tensor:

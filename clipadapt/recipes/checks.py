@@ -309,10 +309,41 @@ def check_paths(cfg: dict, errors: list[Error]) -> None:
     resume = cfg.get("resume")
     if isinstance(resume, str) and resume != "auto" and not Path(resume).is_file():
         errors.append(Error("resume", f"checkpoint {resume!r} does not exist; accepted: auto, null or a checkpoint file"))
+    _check_init_adapters(cfg, errors)
     weights = value_at(cfg, ["model", "weights"])
     if isinstance(weights, str) and ("/" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))):
         if not Path(weights).is_file():
             errors.append(Error("model.weights", f"weights file {weights!r} does not exist; accepted: null, a pretrained tag or a file"))
+
+
+def _check_init_adapters(cfg: dict, errors: list[Error]) -> None:
+    """``model.init_adapters``: each file exists and is an adapter file; the sets they load are
+    named apart from each other and from the recipe's own adapters (the ``default`` set)."""
+    entries = value_at(cfg, ["model", "init_adapters"])
+    if not isinstance(entries, list):
+        return
+    from clipadapt.saving import read_metadata
+
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            continue
+        where = f"model.init_adapters.{i}"
+        try:
+            specs = read_metadata(entry["path"])["injections"]
+        except (OSError, ValueError) as error:
+            errors.append(Error(f"{where}.path", str(error).splitlines()[0]))
+            continue
+        names = [entry["adapter_set"]] if isinstance(entry.get("adapter_set"), str) else \
+            list(dict.fromkeys(s.get("adapter_set", "default") for s in specs if isinstance(s, dict)))
+        for name in names:
+            if name == "default" and cfg.get("adapters"):
+                errors.append(Error(f"{where}.adapter_set", f"{entry['path']} loads as set 'default', which the recipe's adapters "
+                                    "use; give the entry an adapter_set name"))
+            elif name in seen:
+                errors.append(Error(f"{where}.adapter_set", f"set {name!r} is loaded by model.init_adapters.{seen[name]} too; "
+                                    "give each entry its own adapter_set"))
+            seen.setdefault(name, i)
 
 
 def estimate_parameters(config: Any) -> int:

@@ -46,7 +46,7 @@ from clipadapt.recipes.files import (
 )
 
 __all__ = [
-    "Recipe", "ModelCfg", "AdapterCfg", "VideoCfg", "HeadCfg", "DataCfg", "OptimCfg", "ScheduleCfg", "EvalCfg",
+    "Recipe", "ModelCfg", "InitAdapterCfg", "AdapterCfg", "VideoCfg", "HeadCfg", "DataCfg", "OptimCfg", "ScheduleCfg", "EvalCfg",
     "ZeroShotCfg", "Error", "RecipeError", "load_recipe", "load_recipe_dict", "validate", "from_dict",
     "apply_overrides", "builtin_recipes", "resolve_recipe_path", "require_data", "to_yaml", "import_plugins",
     "recipe_json_schema", "registries", "dataset_source", "component_options", "estimate_parameters", "MAX_OPTION_INT",
@@ -109,6 +109,16 @@ class Section(BaseModel):
 # The schema
 
 
+class InitAdapterCfg(Section):
+    """An adapter file the model starts from: loaded as an adapter set of the CLIP, active under
+    the recipe's own adapters (``VideoCLIP.init_adapters``)."""
+
+    path: str = Field(description="an adapter file written by clipadapt.save_adapters or clipadapt export")
+    adapter_set: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")] | None = Field(
+        None, description="the set's name in the model (letters, digits, _ and -); null: the name it was saved under")
+    trainable: bool = Field(False, description="train the loaded set too (false: it stays frozen)")
+
+
 class ModelCfg(Section):
     """Which CLIP to build: ``family`` / ``arch`` / ``weights`` (or a ``config`` dict for a tiny one)."""
 
@@ -117,6 +127,8 @@ class ModelCfg(Section):
     weights: str | None = Field("openai", description="null (random), a pretrained tag, or a local weights file")
     config: dict[str, Any] | None = Field(None, description="a tiny or custom model's configuration (arch ignored)")
     trainable: list[str] = Field(default_factory=list, description="extra parameter-name globs to unfreeze")
+    init_adapters: list[InitAdapterCfg] | None = Field(None, description="adapter files to start from, each a frozen, active "
+                                                       "adapter set under the recipe's adapters (the 'default' set)")
     grad_checkpointing: bool = False
     precision_frozen: Literal["bf16", "fp16"] | None = Field(None, description="dtype of the frozen weights")
     tokenizer: str | None = Field(None, description="the text tower's tokenizer where the family does not know it "
