@@ -6,7 +6,8 @@ has a transformer text tower) -> identity at init (image and text outputs ``torc
 plain model) -> one SGD step (only adapter parameters change, the outputs do) -> save/load into
 a fresh copy (the same outputs) -> eject (the original keys and outputs, bit for bit); then
 M2-CLIP's video model (TED, the text adapter, the temporal pooling adapter and the contrastive,
-CMC, CMLM and VC heads) built on a fresh copy and trained one step. A config is either
+CMC, CMLM and VC heads; a word-level tokenizer where the tower's own is not at hand) built on a
+fresh copy and trained one step. A config is either
 ``supported`` or refused with the one-line message of an expected exception; a law that fails
 is an ``AssertionError`` (a bug, never a row).
 
@@ -31,8 +32,11 @@ import torch
 import torch.nn as nn
 
 import clipadapt
-from clipadapt.backbones import get_tower
+from clipadapt.backbones import detect, get_tower
 from clipadapt.backbones.base import UnsupportedModelError
+from clipadapt.backbones.tokenizers import Tokenizer
+from clipadapt.heads.cmlm import MASK_WORD
+from clipadapt.models.video_clip import DEFAULT_TEMPLATES
 from clipadapt.backbones.shrink import small_open_clip
 from clipadapt.inject import is_adapter_param
 from clipadapt.models.m2clip import build_m2clip
@@ -163,9 +167,35 @@ def check_adapters(plain: nn.Module, tmp: Path) -> bool:
     return has_text
 
 
+def word_tokenizer(encoder) -> Tokenizer:
+    """A word-level tokenizer of the sweep's prompts for a text tower whose own tokenizer is not on
+    the machine (SigLIP's, CLIPA's, XLM-R's): what a recipe's ``model.tokenizer`` gives. Ids:
+    padding, start, the tower's end-of-text (`encoder.eos_id`, else 2), unknown, then the words."""
+    specials = list(dict.fromkeys([0, 1, encoder.eos_id if encoder.eos_id is not None else 2]))
+    pad, start, end = specials[0], specials[1], specials[-1]
+    unknown = max(specials) + 1
+    words = sorted({w for text in (*CLASSNAMES, *DEFAULT_TEMPLATES, MASK_WORD) for w in text.replace("{}", " ").split()})
+    vocabulary = {word: unknown + 1 + index for index, word in enumerate(words)}
+    context = encoder.context_length
+
+    def encode_word(word: str) -> list[int]:
+        return [vocabulary.get(word, unknown)]
+
+    def to_ids(prompts: list[str]) -> torch.Tensor:
+        ids = torch.full((len(prompts), context), pad, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            tokens = [start, *(vocabulary.get(w, unknown) for w in prompt.split())][: context - 1] + [end]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        return ids
+
+    return Tokenizer("the sweep's word-level tokenizer", context, to_ids, encode_word)
+
+
 def check_video_model(plain: nn.Module) -> None:
     """M2-CLIP's video model (all four heads) on a copy of `plain`, built and trained one step."""
-    model = build_m2clip(copy.deepcopy(plain), list(CLASSNAMES), ted_width=WIDTH, text_width=WIDTH)
+    encoder = detect(plain).text(plain)
+    tokenizer = None if encoder.tokenizer is not None else word_tokenizer(encoder)
+    model = build_m2clip(copy.deepcopy(plain), list(CLASSNAMES), ted_width=WIDTH, text_width=WIDTH, tokenizer=tokenizer)
     model.train()
     size = get_tower(model.clip, "visual").image_size
     video = torch.randn(VIDEOS, FRAMES, 3, size, size, generator=torch.Generator().manual_seed(3))
@@ -219,7 +249,10 @@ blocks, width 64, a 4x4 patch grid, random weights, offline) and put through cli
   model) → one training step (only adapter parameters change) → save/load (the same outputs) →
   eject (the original keys and outputs, bit for bit);
 - **M2-CLIP video model**: `clipadapt.models.m2clip.build_m2clip` (TED, the text adapter, temporal pooling and
-  the contrastive, CMC, CMLM and VC heads) built and trained one step.
+  the contrastive, CMC, CMLM and VC heads) built and trained one step. A text tower that does not
+  pool at BPE's end-of-text (SigLIP, CLIPA: `last`; MetaCLIP 2 worldwide: `eos`) is given a
+  word-level tokenizer of the prompts built here, as a recipe's `model.tokenizer` would give its
+  own (nothing is downloaded).
 
 A config is either supported or refused with the one-line message clipadapt gives.
 The table is generated, and the suite checks that this page equals what it produces now:

@@ -45,8 +45,8 @@ def test_a_config_with_an_arch_that_is_not_a_transformer_is_refused_in_one_line(
         build_clip({"family": "open_clip", "arch": "convnext_base", "config": CONFIG})
 
 
-@pytest.mark.parametrize("arch", ["EVA02-B-16", "PE-Core-B-16"])
-def test_flops_of_a_small_eva_trunk_with_rope_and_swiglu_equal_flop_counter_mode(arch):
+@pytest.mark.parametrize("arch", ["EVA02-B-16", "PE-Core-B-16", "ViT-B-16-SigLIP2"])
+def test_flops_of_small_trunks_with_rope_swiglu_or_an_attention_pool_equal_flop_counter_mode(arch):
     from clipadapt.backbones.open_clip import OpenCLIPSpec
 
     torch.manual_seed(0)
@@ -73,3 +73,31 @@ def test_validate_says_which_arch_a_config_builds_small():
     assert "open_clip ViT-B-16-SigLIP made small from model.config (its layout at these sizes)" in result.output
     result = CliRunner().invoke(app, ["validate", "quickstart", "model.family=hf", "model.arch=siglip2"])
     assert "hf a tiny siglip2 model from model.config (model.arch: its type)" in result.output, result.output
+
+
+def test_the_siglip2_k400_recipe_takes_the_models_own_resolution_and_statistics():
+    import open_clip
+    from typer.testing import CliRunner
+
+    from clipadapt.cli import app
+
+    own = open_clip.get_pretrained_cfg("ViT-B-16-SigLIP2", "webli")
+    size = open_clip.get_model_config("ViT-B-16-SigLIP2")["vision_cfg"]["image_size"]
+    assert (size, own["mean"], own["std"], own["interpolation"]) == (224, (0.5,) * 3, (0.5,) * 3, "bicubic")
+    result = CliRunner().invoke(app, ["validate", "m2clip_k400_siglip2"])
+    assert result.exit_code == 0, result.output
+    assert "images 224 px, bicubic, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5)" in result.output
+
+
+def test_the_siglip2_k400_recipe_made_small_trains_with_the_sigmoid_loss():
+    from clipadapt.models.builders import build_from_recipe
+    from clipadapt.recipes import load_recipe
+
+    config = "{" + ", ".join(f"{key}: {value}" for key, value in CONFIG.items()) + "}"
+    recipe = load_recipe("m2clip_k400_siglip2", [f"model.config={config}", "model.weights=null", "model.tokenizer=bpe"])
+    model = build_from_recipe(recipe, ["archery", "abseiling"])
+    assert type(model.clip.visual.trunk).__name__ == "VisionTransformer" and model.contrastive_loss == "sigmoid"
+    model.train()
+    loss = model(torch.randn(2, 2, 3, 32, 32), torch.tensor([0, 1]))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)

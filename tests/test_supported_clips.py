@@ -57,9 +57,7 @@ def test_m2clips_video_model_builds_and_trains_on_every_transformer_text_tower(a
     if row.video == "-":
         assert not row.adapters == "supported", f"{arch} has a transformer text tower but no video model row"
         return
-    # until the text path reads every pooling (eos, last, a class embedding), those towers refuse in one line
-    assert row.video == "supported" or row.video.startswith("refused: ValueError: cmlm encodes masked prompts"), \
-        f"{arch}: {row.video}"
+    assert row.video == "supported", f"{arch}: {row.video}"
 
 
 def test_the_supported_clips_page_is_what_the_sweep_produces_now():

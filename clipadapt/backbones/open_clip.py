@@ -327,8 +327,13 @@ class OpenCLIPSpec(BackboneSpec):
     def preprocess_for(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> Preprocess:
         """The ``preprocess_cfg`` `build` gives the model: the pretrained tag's, or for random
         weights the one all of `arch`'s tags agree on; a tiny config's side with CLIP's values."""
-        if tiny is not None:  # before importing open_clip: `clipadapt validate` of a tiny recipe stays light
+        if tiny is not None and arch in PLAIN_TINY_ARCHS:  # before importing open_clip: `validate` stays light
             return super().preprocess_for(arch, weights, tiny)
+        if tiny is not None:  # `arch` made small: its own statistics at the small build's side
+            from clipadapt.backbones.shrink import shrink_config
+
+            found, source = pretrained_preprocess(arch, weights)
+            return from_config(found, side(shrink_config(arch, tiny)["vision_cfg"]["image_size"]), source)
         import open_clip
 
         arch = arch or "ViT-B-16"
@@ -345,8 +350,9 @@ class OpenCLIPSpec(BackboneSpec):
         With `tiny`, an `arch` other than ``ViT-B-16`` (whose layout the plain tiny CLIP already
         has, and which is the recipes' default) is that open_clip config built at `tiny`'s sizes
         by `clipadapt.backbones.shrink.small_open_clip` (its trunk, pooling, mask and text
-        tower kept; `tiny`'s context length and vocabulary; a 4x4 patch grid). ``weights: openai`` loads OpenAI's weights into the
-        ``-quickgelu`` variant of `arch` (OpenAI's weights were trained with QuickGELU).
+        tower kept; `tiny`'s context length and vocabulary; a 4x4 patch grid; the mean, std and
+        interpolation its pretrained tags agree on). ``weights: openai`` loads OpenAI's weights into
+        the ``-quickgelu`` variant of `arch` (OpenAI's weights were trained with QuickGELU).
 
         Example:
             >>> OpenCLIPSpec.build(None, tiny=TinyConfig())   # a random-weight tiny CLIP
@@ -358,6 +364,8 @@ class OpenCLIPSpec(BackboneSpec):
             from clipadapt.backbones.shrink import small_open_clip
 
             clip = small_open_clip(arch, tiny, own_tokens=False).train()
+            found, _ = pretrained_preprocess(arch, weights)  # its own statistics (SigLIP's 0.5), not CLIP's
+            clip.visual.preprocess_cfg.update({key: found[key] for key in PREPROCESS_KEYS if found.get(key) is not None})
             return load_state_file(clip, weights) if weights else clip
         if tiny is not None:
             clip = open_clip.CLIP(
