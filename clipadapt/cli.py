@@ -374,10 +374,23 @@ def validate(
     console.print(
         f"  model {describe_model(loaded.model)}; adapters {adapters}; heads {heads}\n"
         f"  data {loaded.data.dataset}, {loaded.data.frames} frames, batch {loaded.data.batch_size}; "
-        f"{loaded.schedule.epochs} epochs, lr {loaded.optim.lr:g}, {loaded.precision}; output {loaded.output_dir}",
+        f"{loaded.schedule.epochs} epochs, lr {loaded.optim.lr:g}, {loaded.precision}; output {loaded.output_dir}\n"
+        f"  {_preprocess_line(loaded)}",
         highlight=False,
         soft_wrap=True,
+        markup=False,
     )
+
+
+def _preprocess_line(loaded) -> str:
+    """What ``validate`` says about images: the size, interpolation, mean and std that will be
+    used and where they come from (or why they cannot be known yet)."""
+    from clipadapt.data.recipe import recipe_preprocess
+
+    try:
+        return recipe_preprocess(loaded).describe()
+    except (ValueError, ImportError, RuntimeError) as error:
+        return f"images: {str(error).splitlines()[0]}"
 
 
 def describe_model(model) -> str:
@@ -605,7 +618,7 @@ def flops(
     loaded = _load(recipe, [*(overrides or []), "model.weights=null"])  # weights do not change FLOPs
     model = build_from_recipe(loaded, recipe_classnames(loaded))
     flops_command(model, frames=frames or loaded.data.frames, views=loaded.eval.clips * loaded.eval.crops,
-                  num_classes=model.num_classes, image_size=loaded.data.size, json_path=json_path, plot_path=plot,
+                  num_classes=model.num_classes, image_size=model.preprocess.size, json_path=json_path, plot_path=plot,
                   console=console)
 
 

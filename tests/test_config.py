@@ -110,7 +110,8 @@ WRONG = [{"nested": 1}, [[1]], "zz_not_valid", -7, 2.5, True, None]
 WRONG_VALUES = st.sampled_from(WRONG)
 # Which of WRONG_VALUES each key accepts, from the Fields tables of docs/recipes.md (not from the schema):
 NULLABLE = ("adapters.0.site", "adapters.1.site", "data.root", "data.train_list", "data.val_list", "data.test_list",
-            "data.label_map", "eval.heads", "model.precision_frozen", "model.weights", "optim.clip_grad", "resume")
+            "data.label_map", "data.size", "data.interpolation", "eval.heads", "model.precision_frozen", "model.weights",
+            "optim.clip_grad", "resume")
 FREE_TEXT = ("model.arch", "model.weights", "output_dir", "video.templates.0")  # any string
 INDEXES = ("adapters.0.layers", "adapters.1.layers", "adapters.1.layers.0")  # block indexes, negative from the end
 FRACTIONS = ("adapters.0.lr_mult", "adapters.1.lr_mult", "heads.0.weight", "heads.1.weight", "heads.2.weight",
@@ -345,7 +346,7 @@ def test_absurd_shapes_are_refused_before_anything_is_built():
 
 def test_head_options_are_checked_against_the_head():
     assert _errors(["heads.0.options.gatherr=global"]) == [
-        "heads.0.options.gatherr: not an option of head 'contrastive'; did you mean 'gather'? accepted: gather, sharpness"]
+        "heads.0.options.gatherr: not an option of head 'contrastive'; did you mean 'gather'? accepted: bias, gather, loss, sharpness"]
 
 
 # ---------------------------------------------------------------------------------------------

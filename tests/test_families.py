@@ -153,11 +153,23 @@ def test_hf_siglip_video_model_encodes_videos_and_asks_for_siglips_own_tokenizer
     assert features.video.shape == (2, 32) and features.cls is None
     with pytest.raises(ValueError, match="vc reads the visual tower's class token, and this tower has none"):
         model.add_head("vc")
-    with pytest.raises(UnsupportedModelError, match="SigLIP's text tower takes ids of its own SentencePiece tokenizer"):
+    with pytest.raises(ValueError, match="pools by 'last' and was not trained with OpenAI's BPE.*give its tokenizer"):
         model.class_embeddings()
 
 
-def test_open_clip_text_without_a_causal_mask_is_refused_and_a_timm_trunk_visual_is_named():
+def test_hf_siglip_text_path_with_a_local_tokenizer_equals_get_text_features(tmp_path):
+    from clipadapt.models.text import TextPath
+    from test_text_towers import SIGLIP_LIKE, word_level_tokenizer
+
+    clip = tiny_siglip().double()
+    text = TextPath(clip, tokenizer=word_level_tokenizer(tmp_path, **SIGLIP_LIKE))
+    tokens = text.tokenize(["a video of archery", "the person is surfing", "a"])
+    assert tokens.ids.shape[1] == 16  # no causal mask: padded to the whole context, as SigLIP was trained
+    ours = text.encode(tokens, normalize=False)
+    torch.testing.assert_close(ours, clip.get_text_features(input_ids=tokens.ids).pooler_output, rtol=0, atol=1e-12)
+
+
+def test_open_clip_text_without_a_causal_mask_asks_for_its_tokenizer_and_its_timm_trunk_is_the_visual_tower():
     import open_clip
 
     clip = open_clip.CustomTextCLIP(
@@ -165,8 +177,10 @@ def test_open_clip_text_without_a_causal_mask_is_refused_and_a_timm_trunk_visual
         vision_cfg=dict(timm_model_name="vit_tiny_patch16_224", timm_model_pretrained=False, image_size=32, patch_size=8),
         text_cfg=dict(context_length=16, vocab_size=100, width=32, layers=1, heads=2, no_causal_mask=True, pool_type="last"),
     )
-    with pytest.raises(UnsupportedModelError, match="pools by 'last' without a causal mask"):
-        detect(clip).text(clip)
+    encoder = detect(clip).text(clip)
+    assert (encoder.pool, encoder.causal, encoder.tokenizer) == ("last", False, None)
+    with pytest.raises(ValueError, match="pools by 'last'.*give its tokenizer"):
+        encoder.tokenize(["a video"])
     assert len(get_tower(clip, "visual").blocks) == len(clip.visual.trunk.blocks)  # the timm trunk's
 
 

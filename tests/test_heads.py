@@ -133,7 +133,7 @@ def test_m2clip_on_vit_b16_has_exactly_16138136_trainable_parameters():
 
 
 def test_an_unknown_head_option_is_refused_naming_it_and_the_accepted_ones():
-    with pytest.raises(TypeError, match="'gatherr' is not an option of head 'contrastive'; accepted: gather, sharpness"):
+    with pytest.raises(TypeError, match="'gatherr' is not an option of head 'contrastive'; accepted: bias, gather, loss, sharpness"):
         build(["contrastive"], contrastive={"gatherr": "global"})
 
 
@@ -159,5 +159,5 @@ def test_a_head_gets_only_the_inputs_it_declares():
 
     model = build(["spy_demo"]).train()
     model(video(), torch.tensor([0, 1, 1, 3]))
-    assert seen == {"video": False, "frames": True, "cls": False, "class_embeddings": False, "logit_scale": False,
+    assert seen == {"video": False, "frames": True, "cls": False, "class_embeddings": False, "logit_scale": False, "logit_bias": False,
                     "labels": False, "label_prompts": False, "sample_ids": False}

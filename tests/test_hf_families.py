@@ -256,7 +256,7 @@ def test_siglip2_video_frames_of_another_fixed_size_take_temporal_adapters():
 def test_siglip_text_pieces_equal_get_text_features(kind_name):
     model = build(kind_name)
     text = HF.text(model)
-    assert (text.pooling, text.causal, text.embed_dim, text.context_length) == ("last", False, 32, 16)
+    assert (text.pool, text.causal, text.embed_dim, text.context_length) == ("last", False, 32, 16)
     ids = torch.randint(0, 100, (3, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(text.encode(ids), model.get_text_features(input_ids=ids).pooler_output, rtol=0, atol=0)
@@ -265,7 +265,7 @@ def test_siglip_text_pieces_equal_get_text_features(kind_name):
         torch.testing.assert_close(pooled, model.text_model(input_ids=ids).pooler_output, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="padded to the context of 16 tokens, got 9"):
         text.encode(ids[:, :9])
-    with pytest.raises(UnsupportedModelError, match="SentencePiece tokenizer, not OpenAI's BPE"):
+    with pytest.raises(ValueError, match="pools by 'last' and was not trained with OpenAI's BPE.*give its tokenizer"):
         text.tokenize(["a video of archery"])
 
 

@@ -136,8 +136,9 @@ def default_view_forward(model: nn.Module, video: torch.Tensor, num_frames: int)
             classes = (torch.nn.functional.normalize(video.new_ones(model.num_classes, features.video.shape[-1]), dim=-1)
                        if "class_embeddings" in needs else None)
             scale = model.logit_scale() if "logit_scale" in needs else None
+            bias = model.logit_bias() if "logit_bias" in needs else None
             inputs = HeadInputs(video=features.video, frames=features.frames, cls=features.cls,
-                                class_embeddings=classes, logit_scale=scale)
+                                class_embeddings=classes, logit_scale=scale, logit_bias=bias)
             outputs += list(decoder(inputs).logits.values())
         return tuple(outputs)
     _, clip = find_clip(model)

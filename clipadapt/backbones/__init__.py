@@ -17,11 +17,14 @@ from clipadapt.backbones.base import (
     detect,
     fingerprint,
     get_tower,
+    preprocess_of,
     spec_of_family,
     towers_of,
 )
 from clipadapt.backbones.encoders import TextEncoder, TokenizedPrompts, VisualEncoder
+from clipadapt.backbones.preprocess import Preprocess
 from clipadapt.backbones.tiny import TinyConfig
+from clipadapt.backbones.tokenizers import Tokenizer, load_tokenizer
 from clipadapt.backbones import open_clip, openai_clip, hf, timm  # noqa: F401  (register the specs)
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "TOWERS",
     "BackboneSpec",
     "Block",
+    "Preprocess",
+    "Tokenizer",
     "TextEncoder",
     "TinyConfig",
     "TokenizedPrompts",
@@ -39,6 +44,8 @@ __all__ = [
     "detect",
     "fingerprint",
     "get_tower",
+    "load_tokenizer",
+    "preprocess_of",
     "spec_of_family",
     "towers_of",
 ]

@@ -21,6 +21,7 @@ from typing import Callable, ClassVar
 import torch
 import torch.nn as nn
 
+from clipadapt.backbones.preprocess import Preprocess
 from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import BACKBONES
 
@@ -158,10 +159,31 @@ class BackboneSpec:
 
     @classmethod
     def logit_bias(cls, model: nn.Module) -> torch.Tensor | None:
-        """SigLIP's learned logit bias ``b`` (its logits are ``exp(logit_scale)·cos + b``), or
-        ``None`` for a model without one (CLIP)."""
+        """SigLIP's learned logit bias ``b`` (its logits are ``exp(logit_scale)·cos + b``; open_clip's
+        and Hugging Face's ``logit_bias``), or ``None`` for a model without one (CLIP)."""
         bias = getattr(model, "logit_bias", None)
         return bias if isinstance(bias, torch.Tensor) else None
+
+    @classmethod
+    def contrastive_loss(cls, model: nn.Module) -> str:
+        """The image-text loss the model was trained with: ``sigmoid`` where it has a logit bias
+        (SigLIP), else ``softmax`` (CLIP)."""
+        return "softmax" if cls.logit_bias(model) is None else "sigmoid"
+
+    @classmethod
+    def preprocess(cls, model: nn.Module) -> Preprocess:
+        """How `model` wants its images (`clipadapt.backbones.preprocess`), read from the family's
+        own config on the model; this default states CLIP's values and says it does."""
+        towers = cls.towers(model)
+        size = towers["visual"].image_size if "visual" in towers else None
+        return Preprocess.clip_defaults(size, f"the {cls.family} spec reads no preprocessing config")
+
+    @classmethod
+    def preprocess_for(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> Preprocess:
+        """What `preprocess` gives for the model ``build(arch, weights, tiny)`` would build, read from
+        the family's configs without building it (recipes need it before the model exists)."""
+        what = "a tiny random-weight model" if tiny is not None else repr(arch)
+        return Preprocess.clip_defaults(tiny.image_size if tiny else None, f"the {cls.family} spec reads no preprocessing config for {what}")
 
     @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
@@ -173,6 +195,16 @@ class BackboneSpec:
     def why_not(cls, model: nn.Module, tower: str) -> str:
         """Why `model` has no `tower` this spec recognises ("" when nothing is known)."""
         return ""
+
+
+def preprocess_of(model: nn.Module) -> Preprocess:
+    """How `model` wants its images: mean, std, size and interpolation from its family's config.
+
+    Example:
+        >>> preprocess_of(open_clip.create_model("ViT-B-16-SigLIP")).mean   # doctest: +SKIP
+        (0.5, 0.5, 0.5)
+    """
+    return detect(model).preprocess(model)
 
 
 def spec_of_family(family: str) -> type[BackboneSpec]:
@@ -333,6 +365,7 @@ __all__ = [
     "TOWERS",
     "Projection",
     "spec_of_family",
+    "preprocess_of",
     "import_family",
     "load_state_file",
     "Block",

@@ -201,18 +201,19 @@ class HFText(TextEncoder):
 class SiglipText(HFText):
     """SigLIP's (and SigLIP 2's) text tower in pieces: ``embeddings``, ``encoder.layers`` without a
     mask (every token sees every other, padding included, as SigLIP was trained: prompts padded
-    to the full context), ``final_layer_norm``, pooling at the last position (``pooling = "last"``,
+    to the full context), ``final_layer_norm``, pooling at the last position (``pool = "last"``,
     ``causal = False``), the text model's linear ``head`` as projection.
 
     Token ids come from SigLIP's own SentencePiece tokenizer (pad id = end-of-text id), which
-    OpenAI's BPE is not: `tokenize` refuses until a tokenizer for the family is given.
+    OpenAI's BPE is not: `tokenize` refuses until that tokenizer is given (``model.tokenizer``, a
+    local ``tokenizer.json``; `clipadapt.backbones.tokenizers`).
 
     Example:
         >>> text = HFCLIPSpec.text(siglip)
         >>> text.encode(ids)          # ids (N, context_length): equals siglip.get_text_features(ids)
     """
 
-    pooling = "last"
+    pool = "last"
     causal = False
 
     def __init__(self, model: nn.Module, tower: Tower):
@@ -225,25 +226,13 @@ class SiglipText(HFText):
             x = first_tensor(block.module(x, None))
         return x
 
-    def pool_positions(self, ids: torch.Tensor) -> torch.Tensor:
-        """Where each sequence is pooled: its last position, ``(N,)``."""
-        return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
-
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(N, E)`` of ids ``(N, L)`` padded to the context, as ``get_text_features``."""
         if ids.shape[1] != self.context_length:
             raise ValueError(f"SigLIP pools the last position: ids must be padded to the context of {self.context_length} "
                              f"tokens, got {ids.shape[1]}")
         states = self.ln_final(self.run_blocks(self.embed(ids)))
-        return self.project(states[torch.arange(ids.shape[0], device=ids.device), self.pool_positions(ids)])
-
-    def _no_tokenizer(self, *args, **kwargs):
-        raise UnsupportedModelError(
-            "SigLIP's text tower takes ids of its own SentencePiece tokenizer, not OpenAI's BPE; give its "
-            "Hugging Face tokenizer (a local directory with tokenizer files), or pass ids to SiglipText.encode"
-        )
-
-    tokenize = tokens_from_words = encode_word = _no_tokenizer
+        return self.project(states[torch.arange(ids.shape[0], device=ids.device), self.pooled_positions(ids)])
 
 
 def text_encoder(model: nn.Module, tower: Tower) -> TextEncoder:

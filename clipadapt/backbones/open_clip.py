@@ -8,8 +8,10 @@ configs whose visual is a ``TimmModel`` around a timm ViT or Eva trunk (SigLIP, 
 PE-Core, MobileCLIP-B/2-B/2-L, ViTamin, the timm-named ViTs): their visual tower is the trunk's
 blocks as `clipadapt.backbones.timm` lays them out, the image path is open_clip's own
 (``encode_image``: trunk, its pooling and head, then ``TimmModel.head``). Other trunks (ConvNeXt,
-FastViT, Swin) are refused with a message; text towers without a causal mask and end-of-text
-pooling (SigLIP's) are refused by the text encoder.
+FastViT, Swin) are refused with a message. Text towers: every ``TextTransformer`` pooling
+(``argmax``, ``eos``, ``first``, ``last``, CoCa's appended class embedding), with or without a
+causal mask; those not trained with OpenAI's BPE (SigLIP, CLIPA, MetaCLIP 2 worldwide) take their
+tokenizer from the caller (`clipadapt.backbones.tokenizers`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ import torch
 import torch.nn as nn
 
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedModelError, get_tower, has, load_state_file
-from clipadapt.backbones.encoders import TextEncoder, VisualEncoder, parameters_of, project_with
+from clipadapt.backbones.encoders import POOLS, TextEncoder, VisualEncoder, parameters_of, project_with
 from clipadapt.backbones.hub import open_clip_text_kwargs
+from clipadapt.backbones.preprocess import Preprocess, from_config, side
 from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.backbones.timm import is_timm_vit, pooled_feature, timm_tower
+from clipadapt.backbones.tokenizers import bpe_tokenizer
 from clipadapt.registry import register_backbone
+
+BPE_VOCABULARY = 49408  # OpenAI BPE's ids
 
 
 def mha_attend(attn: nn.Module, seq_first: bool, x: torch.Tensor) -> torch.Tensor:
@@ -95,8 +101,9 @@ def resblock_towers(model: nn.Module, make_block) -> dict[str, Tower]:
                 grid = (root.input_resolution // patch,) * 2
             return Tower(name, root, blocks, width, seq_first, 0, 1, tuple(grid), make_block=maker,
                          image_size=int(grid[0]) * patch)
-        return Tower(name, root, blocks, width, seq_first, make_block=maker,
-                     context_length=int(root.positional_embedding.shape[0]))
+        # CoCa's positional embedding has one more row, for the class embedding after the context
+        context = getattr(root, "context_length", root.positional_embedding.shape[0])
+        return Tower(name, root, blocks, width, seq_first, make_block=maker, context_length=int(context))
 
     towers = {}
     if is_vision(model):
@@ -145,60 +152,103 @@ def first_block(model: nn.Module) -> nn.Module | None:
 
 
 def resblock_visual(model: nn.Module, tower: Tower) -> VisualEncoder:
-    """Frame embeddings by the model's ``encode_image`` (or the bare visual tower), ``ln_post``."""
+    """Frame embeddings by the model's ``encode_image`` (or the bare visual tower), and the norm
+    the model applies to the last block's class token: ``ln_post``, or, where an attention pool
+    comes first (CoCa: ``ln_post`` then normalises the pooled queries, of the embedding width),
+    the pool's own norm of the block outputs ``attn_pool.ln_k``."""
     root = tower.module
     encode = model.encode_image if hasattr(model, "encode_image") else root
-    return VisualEncoder(tower, encode, root.ln_post, root.output_dim)
+    pool = getattr(root, "attn_pool", None)
+    final_norm = pool.ln_k if pool is not None else root.ln_post
+    return VisualEncoder(tower, encode, final_norm, root.output_dim)
 
 
 class ResblockText(TextEncoder):
-    """open_clip / OpenAI text: ``token_embedding`` + ``positional_embedding``, ``resblocks``
-    under ``attn_mask``, ``ln_final``, pooling at the end-of-text token, ``text_projection``."""
+    """open_clip / OpenAI text: ``token_embedding`` + ``positional_embedding`` (and CoCa's class
+    embedding ``cls_emb`` appended after the context), ``resblocks`` under the tower's own mask
+    (causal or none; CoCa's and ``use_pad_mask`` towers add padding masks), ``ln_final``, pooling
+    as the tower's ``pool_type`` / ``text_pool_type`` says (``eos`` at its ``eos_id``), then
+    ``text_projection``."""
 
-    def __init__(self, tower: Tower):
+    def __init__(self, tower: Tower, tokenizer=None):
         root = tower.module
-        pool = getattr(root, "pool_type", getattr(root, "text_pool_type", "argmax"))
-        # open_clip keeps the causal mask on the model, OpenAI's clip on every block
-        mask = getattr(root, "attn_mask", getattr(tower.blocks[0].module, "attn_mask", None))
         with_cls = getattr(root, "cls_emb", None) is not None
-        if mask is None or pool != "argmax" or with_cls:
-            raise UnsupportedModelError(
-                f"this text tower pools by {pool!r}{' with a class embedding' if with_cls else ''}"
-                f"{' without a causal mask' if mask is None else ''}; the text path needs "
-                "a causal mask and pooling at the end-of-text token (argmax), as CLIP's"
-            )
-        super().__init__(tower)
+        pool = "cls" if with_cls else getattr(root, "pool_type", getattr(root, "text_pool_type", "argmax"))
+        if pool not in POOLS:
+            raise UnsupportedModelError(f"this text tower pools by {pool!r}; the text path takes one sentence embedding "
+                                        f"per prompt, pooled by one of {', '.join(POOLS)}")
+        if with_cls and not hasattr(root, "_embeds"):
+            raise UnsupportedModelError("this text tower appends a class embedding but has no _embeds (open_clip < 3); "
+                                        "upgrade open_clip")
+        self.pool = pool
+        self.eos_id = getattr(root, "eos_id", getattr(root, "text_eos_id", None)) if pool == "eos" else None
+        # open_clip keeps the causal mask on the tower (None without one), OpenAI's clip on every block
+        self.causal = getattr(root, "attn_mask", getattr(tower.blocks[0].module, "attn_mask", None)) is not None
+        self.vocab_size = root.token_embedding.num_embeddings
+        super().__init__(tower, tokenizer)
         self.root = root
         self.ln_final = root.ln_final
         proj = root.text_projection
         self.embed_dim = proj.out_features if isinstance(proj, nn.Linear) else int(proj.shape[-1]) if proj is not None else tower.width
 
+    def default_tokenizer(self):
+        """OpenAI's BPE where the tower pools at ``argmax`` or has BPE's vocabulary (CoCa)."""
+        if self.vocab_size == BPE_VOCABULARY:
+            return bpe_tokenizer(self.context_length)
+        return super().default_tokenizer()
+
     def frozen_inputs(self) -> list[torch.Tensor]:
-        return [self.root.token_embedding.weight, self.root.positional_embedding]
+        extra = [self.root.cls_emb] if self.pool == "cls" else []
+        return [self.root.token_embedding.weight, self.root.positional_embedding, *extra]
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_and_mask(ids)[0]
+
+    def embed_and_mask(self, ids: torch.Tensor):
+        if hasattr(self.root, "_embeds"):  # open_clip's TextTransformer: its own embeddings, class token and masks
+            return self.root._embeds(ids)
         length = ids.shape[1]
         x = self.root.token_embedding(ids).to(self.dtype)
-        return x + self.root.positional_embedding[:length].to(self.dtype)
+        return x + self.root.positional_embedding[:length].to(self.dtype), getattr(self.root, "attn_mask", None)
 
-    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         blocks = self.tower.blocks[start:stop]
         length = x.shape[1]
-        mask = getattr(self.root, "attn_mask", None)
-        if self.tower.seq_first:
+        if self.tower.seq_first:  # OpenAI blocks hold their own causal mask
             x = x.transpose(0, 1)
-        for block in blocks:
-            if self.tower.seq_first:  # OpenAI blocks slice their own mask
+            for block in blocks:
                 x = block.module(x)
-            else:
-                x = block.module(x, attn_mask=mask[:length, :length])
-        return x.transpose(0, 1) if self.tower.seq_first else x
+            return x.transpose(0, 1)
+        mask = None if mask is None else mask[..., :length, :length]
+        for block in blocks:
+            x = block.module(x, attn_mask=mask)
+        return x
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         return project_with(self.root.text_projection, pooled)
 
     def projection_parameters(self):
         return parameters_of(self.root.text_projection)
+
+
+PREPROCESS_KEYS = ("mean", "std", "interpolation")
+
+
+def pretrained_preprocess(arch: str, weights: str | None) -> tuple[dict, str]:
+    """open_clip's preprocessing for `arch` with `weights`: the pretrained tag's config, or, for
+    random weights or a local file, the one every tag of `arch` agrees on (SigLIP's 0.5 / 0.5);
+    ``{}`` where none is known or the tags differ. Returns the config and its source in words."""
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if weights in tags:
+        return open_clip.get_pretrained_cfg(arch, weights), f"open_clip's {arch} {weights} config"
+    configs = [{key: open_clip.get_pretrained_cfg(arch, tag).get(key) for key in PREPROCESS_KEYS} for tag in tags]
+    if configs and all(config == configs[0] for config in configs):
+        agree = f"its pretrained tag {tags[0]!r}" if len(tags) == 1 else f"its {len(tags)} pretrained tags agree"
+        return configs[0], f"open_clip's {arch} configs ({agree})"
+    reason = "its pretrained tags differ" if configs else "it has no pretrained tag"
+    return {}, f"open_clip's {arch} configs ({reason})"
 
 
 @contextlib.contextmanager
@@ -260,6 +310,30 @@ class OpenCLIPSpec(BackboneSpec):
         return ResblockText(get_tower(model, "text"))
 
     @classmethod
+    def preprocess(cls, model: nn.Module) -> Preprocess:
+        """open_clip's ``preprocess_cfg`` on the model (``open_clip.get_model_preprocess_cfg``),
+        which ``create_model`` sets; a model built from a config dict has only its size there."""
+        import open_clip
+
+        config = open_clip.get_model_preprocess_cfg(model)
+        return from_config(config, side(config.get("size")), "open_clip's preprocess_cfg on the model")
+
+    @classmethod
+    def preprocess_for(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> Preprocess:
+        """The ``preprocess_cfg`` `build` gives the model: the pretrained tag's, or for random
+        weights the one all of `arch`'s tags agree on; a tiny config's side with CLIP's values."""
+        if tiny is not None:  # before importing open_clip: `clipadapt validate` of a tiny recipe stays light
+            return super().preprocess_for(arch, weights, tiny)
+        import open_clip
+
+        arch = arch or "ViT-B-16"
+        config = open_clip.get_model_config(arch)
+        if config is None:
+            return super().preprocess_for(arch, weights, tiny)
+        found, source = pretrained_preprocess(arch, weights)
+        return from_config(found, side(config["vision_cfg"].get("image_size")), source)
+
+    @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """``open_clip.CLIP`` of `tiny`'s sizes, or ``open_clip.create_model(arch, pretrained=weights)``.
 
@@ -288,6 +362,8 @@ class OpenCLIPSpec(BackboneSpec):
             raise ValueError(f"model.arch {arch!r} is not an open_clip config" + (f"; did you mean {close[0]!r}?" if close else ""))
         if weights and Path(str(weights)).suffix and not Path(str(weights)).is_file():
             raise FileNotFoundError(f"model.weights {weights!r} does not exist")
+        found, _ = pretrained_preprocess(arch, weights)
+        preprocess = {key: found[key] for key in PREPROCESS_KEYS if found.get(key) is not None}
         text_kwargs = open_clip_text_kwargs(arch, weights)  # a Hugging Face text tower: its config at hand, offline
         with quiet_root_logger():  # open_clip warns when it builds random weights, which is what was asked
-            return open_clip.create_model(arch, pretrained=weights or None, **text_kwargs)
+            return open_clip.create_model(arch, pretrained=weights or None, force_preprocess_cfg=preprocess, **text_kwargs)

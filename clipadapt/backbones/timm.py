@@ -22,6 +22,7 @@ import torch.nn as nn
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, get_tower, has, load_state_file
 from clipadapt.backbones.encoders import VisualEncoder
 from clipadapt.backbones.eva import eva_block_maker, is_eva_block
+from clipadapt.backbones.preprocess import Preprocess, from_config, side
 from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import register_backbone
 
@@ -142,6 +143,25 @@ class TimmViTSpec(BackboneSpec):
         embed_dim = head.out_features if isinstance(head, nn.Linear) else model.num_features
         final_norm, pooled_at = pooled_feature(model)
         return VisualEncoder(tower, model, final_norm, embed_dim, pooled_at=pooled_at)
+
+    @classmethod
+    def preprocess(cls, model: nn.Module) -> Preprocess:
+        """timm's ``pretrained_cfg`` on the model (as ``timm.data.resolve_data_config`` reads it); a
+        model without one (built from a config) gets CLIP's values, stated."""
+        config = dict(getattr(model, "pretrained_cfg", None) or {})
+        size = side(config.get("input_size")) or get_tower(model, "visual").image_size
+        return from_config(config, size, "timm's pretrained_cfg on the model")
+
+    @classmethod
+    def preprocess_for(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> Preprocess:
+        """timm's ``pretrained_cfg`` of `arch` (``timm.models.get_pretrained_cfg``, no download)."""
+        import timm
+
+        config = timm.models.get_pretrained_cfg(arch) if tiny is None and arch else None
+        if config is None:
+            return super().preprocess_for(arch, weights, tiny)
+        config = config.to_dict()
+        return from_config(config, side(config.get("input_size")), f"timm's pretrained_cfg of {arch}")
 
     @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:

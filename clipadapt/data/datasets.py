@@ -268,7 +268,7 @@ class VideoDataset(torch.utils.data.Dataset):
     """Clips of the videos named by a list file (or by :class:`Annotations` from a ``read_*``).
 
     Defaults need only the list file: 8 frames, dense sampling (stride so 8 frames span 128),
-    evaluation transforms (short side ``size``, centre crop; uint8). ``train=True``
+    evaluation transforms (short side ``size`` resized with ``interpolation``, centre crop; uint8). ``train=True``
     draws random clips; give ``transform=train_transform(...)`` for augmentation.
     ``num_clips`` temporal clips × ``num_crops`` spatial crops > 1 yield all views together as
     (V, T, 3, H, W), V = clips × crops, clip-major.
@@ -310,6 +310,7 @@ class VideoDataset(torch.utils.data.Dataset):
         num_clips: int = 1,
         num_crops: int = 1,
         size: int = 224,
+        interpolation: str = "bilinear",
         train: bool = False,
         transform: Callable | None = None,
         backend: str = "auto",
@@ -335,7 +336,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.num_classes = _check_classes(self.source, label_map, names, num_classes, self.entries)
         self.sampler = FrameSampler(num_frames=num_frames, mode=sampling, stride=stride, num_clips=num_clips)
         self.train = train
-        self.transform = transform if transform is not None else eval_transform(size, num_crops)
+        self.transform = transform if transform is not None else eval_transform(size, num_crops, interpolation)
         self.num_views = (1 if train else num_clips) * (1 if transform is not None else num_crops)
         self.backend, self.on_error, self.max_bad_in_row = backend, on_error, max_bad_in_row
         self.seed, self.epoch = seed, 0

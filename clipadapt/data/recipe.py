@@ -8,9 +8,12 @@ names (``k400``, ``ssv2``, ``none``). A plugin adds one in one file (see the Rec
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
+from clipadapt.backbones import TinyConfig, spec_of_family
+from clipadapt.backbones.preprocess import Preprocess
 from clipadapt.data.datasets import (
     Annotations,
     VideoDataset,
@@ -24,7 +27,7 @@ from clipadapt.registry import DATASETS, TRANSFORMS, register_dataset, register_
 
 SPLITS = ("train", "val", "test")
 
-__all__ = ["DatasetSource", "build_dataset", "recipe_classnames", "synthetic_root", "Annotations", "SPLITS"]
+__all__ = ["DatasetSource", "build_dataset", "recipe_classnames", "recipe_preprocess", "synthetic_root", "Annotations", "SPLITS"]
 
 
 class DatasetSource:
@@ -162,21 +165,53 @@ class Synthetic(DatasetSource):
 
 
 @register_transform("k400")
-def k400_train_transform(size: int):
+def k400_train_transform(size: int, interpolation: str = "bilinear"):
     """Scale jitter of the short side, random crop, horizontal flip (Kinetics)."""
-    return train_transform("k400", size)
+    return train_transform("k400", size, interpolation)
 
 
 @register_transform("ssv2")
-def ssv2_train_transform(size: int):
+def ssv2_train_transform(size: int, interpolation: str = "bilinear"):
     """Random-resized crop and RandAugment, no flip (Something-Something v2)."""
-    return train_transform("ssv2", size)
+    return train_transform("ssv2", size, interpolation)
 
 
 @register_transform("none")
-def no_train_transform(size: int):
+def no_train_transform(size: int, interpolation: str = "bilinear"):
     """No augmentation: clips are only resized and normalised, as at test time."""
     return None
+
+
+def training_transform(name: str, size: int, interpolation: str):
+    """The registered training transform `name` at `size`, resizing with `interpolation` where
+    it takes one (a plugin's ``(size)`` transform resizes as it does itself)."""
+    factory = TRANSFORMS.get(name)
+    if "interpolation" in inspect.signature(factory).parameters:
+        return factory(size, interpolation=interpolation)
+    return factory(size)
+
+
+def _section(recipe, key: str) -> dict:
+    section = recipe[key] if isinstance(recipe, dict) else getattr(recipe, key)
+    return section if isinstance(section, dict) else section.to_dict()
+
+
+def recipe_preprocess(recipe) -> Preprocess:
+    """The image preprocessing a recipe's model wants (its family's own config, read without
+    building it: `clipadapt.backbones.BackboneSpec.preprocess_for`), with the recipe's
+    ``data.size``, ``data.mean``, ``data.std`` and ``data.interpolation`` where set.
+
+    Example:
+        >>> recipe_preprocess(load_recipe("quickstart")).describe()   # doctest: +SKIP
+        "images 32 px, bicubic, mean (0.4815, 0.4578, 0.4082), std (0.2686, 0.2613, 0.2758) (from CLIP's defaults: ...)"
+    """
+    model, data = _section(recipe, "model"), _section(recipe, "data")
+    tiny = TinyConfig.from_dict(model["config"]) if model.get("config") else None
+    found = spec_of_family(model.get("family", "open_clip")).preprocess_for(model.get("arch"), model.get("weights"), tiny)
+    resolved = found.overridden(data.get("mean"), data.get("std"), data.get("size"), data.get("interpolation"))
+    if resolved.size is None:
+        raise ValueError(f"the image size of model {model.get('arch')!r} is unknown ({found.source}); set data.size")
+    return resolved
 
 
 def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDataset:
@@ -196,13 +231,14 @@ def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDatase
     train = split == "train"
     views = recipe.eval.zero_shot if zero_shot else recipe.eval
     sampling = views.sampling if zero_shot else data.sampling
+    preprocess = recipe_preprocess(recipe)
     common = dict(
         root=root,
         label_map=label_map,
         num_frames=data.frames,
         sampling="segment" if sampling == "segments" else "dense",
         stride=data.stride if sampling == "dense" else None,
-        size=data.size,
+        size=preprocess.size,
         on_error=data.on_error,
         backend=data.backend,
         # the official datasets and lists must agree with data.num_classes (plugin datasets say their own)
@@ -211,8 +247,8 @@ def build_dataset(recipe, split: str, *, zero_shot: bool = False) -> VideoDatase
         train=train,
     )
     if train:
-        return VideoDataset(listed, transform=TRANSFORMS.get(data.train_aug)(data.size), **common)
-    return VideoDataset(listed, num_clips=views.clips, num_crops=views.crops, **common)
+        return VideoDataset(listed, transform=training_transform(data.train_aug, preprocess.size, preprocess.interpolation), **common)
+    return VideoDataset(listed, num_clips=views.clips, num_crops=views.crops, interpolation=preprocess.interpolation, **common)
 
 
 def recipe_classnames(recipe) -> list[str] | None:

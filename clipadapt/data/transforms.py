@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from clipadapt.backbones.preprocess import CLIP_MEAN, CLIP_STD, INTERPOLATIONS
+
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
@@ -39,8 +41,6 @@ __all__ = [
     "CROP_OFFSETS",
 ]
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TRAIN_STYLES = ("k400", "ssv2")
 # Crop positions as fractions of the margin along the long side (M2-CLIP test views).
 CROP_OFFSETS = {1: (0.5,), 3: (0.0, 0.5, 1.0), 4: (0.0, 0.25, 0.5, 1.0)}
@@ -69,14 +69,18 @@ def _vision():
     return torchvision.transforms.v2.functional
 
 
-def _resize(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return _vision().resize(clip, [height, width], antialias=True)
+def _resize(clip: torch.Tensor, height: int, width: int, interpolation: str = "bilinear") -> torch.Tensor:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r} is not one of {INTERPOLATIONS}")
+    from torchvision.transforms import InterpolationMode
+
+    return _vision().resize(clip, [height, width], interpolation=InterpolationMode(interpolation), antialias=True)
 
 
-def _resize_short_side(clip: torch.Tensor, short_side: int) -> torch.Tensor:
+def _resize_short_side(clip: torch.Tensor, short_side: int, interpolation: str = "bilinear") -> torch.Tensor:
     height, width = _size(clip)
     scale = short_side / min(height, width)
-    return _resize(clip, max(short_side, round(height * scale)), max(short_side, round(width * scale)))
+    return _resize(clip, max(short_side, round(height * scale)), max(short_side, round(width * scale)), interpolation)
 
 
 def _check_fits(clip: torch.Tensor, size: int, name: str) -> None:
@@ -108,21 +112,22 @@ class Compose:
 
 
 class ShortSideResize:
-    """Resize so the short side is ``short_side`` pixels, keeping the aspect ratio.
+    """Resize so the short side is ``short_side`` pixels, keeping the aspect ratio
+    (``interpolation``: ``bilinear``, ``bicubic`` or ``nearest``, antialiased).
 
     Example:
         >>> ShortSideResize(224)(torch.zeros(2, 3, 240, 320, dtype=torch.uint8)).shape
         torch.Size([2, 3, 224, 299])
     """
 
-    def __init__(self, short_side: int):
-        self.short_side = short_side
+    def __init__(self, short_side: int, interpolation: str = "bilinear"):
+        self.short_side, self.interpolation = short_side, interpolation
 
     def __call__(self, clip, generator=None):
-        return _resize_short_side(clip, self.short_side)
+        return _resize_short_side(clip, self.short_side, self.interpolation)
 
     def __repr__(self):
-        return f"ShortSideResize({self.short_side})"
+        return f"ShortSideResize({self.short_side}, {self.interpolation})"
 
 
 class ShortSideScaleJitter:
@@ -134,16 +139,16 @@ class ShortSideScaleJitter:
         True
     """
 
-    def __init__(self, min_size: int, max_size: int):
+    def __init__(self, min_size: int, max_size: int, interpolation: str = "bilinear"):
         if not 0 < min_size <= max_size:
             raise ValueError(f"ShortSideScaleJitter needs 0 < min_size <= max_size, got {min_size}, {max_size}")
-        self.min_size, self.max_size = min_size, max_size
+        self.min_size, self.max_size, self.interpolation = min_size, max_size, interpolation
 
     def __call__(self, clip, generator=None):
-        return _resize_short_side(clip, _randint(self.min_size, self.max_size, generator))
+        return _resize_short_side(clip, _randint(self.min_size, self.max_size, generator), self.interpolation)
 
     def __repr__(self):
-        return f"ShortSideScaleJitter({self.min_size}, {self.max_size})"
+        return f"ShortSideScaleJitter({self.min_size}, {self.max_size}, {self.interpolation})"
 
 
 class RandomCrop:
@@ -200,8 +205,8 @@ class RandomResizedCrop:
         torch.Size([4, 3, 32, 32])
     """
 
-    def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-        self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
+    def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation: str = "bilinear"):
+        self.size, self.scale, self.ratio, self.interpolation = size, tuple(scale), tuple(ratio), interpolation
 
     def box(self, height: int, width: int, generator=None) -> tuple[int, int, int, int]:
         """A (top, left, box_height, box_width) drawn for a height x width image."""
@@ -224,10 +229,10 @@ class RandomResizedCrop:
     def __call__(self, clip, generator=None):
         top, left, box_height, box_width = self.box(*_size(clip), generator)
         crop = clip[..., top : top + box_height, left : left + box_width]
-        return _resize(crop, self.size, self.size)
+        return _resize(crop, self.size, self.size, self.interpolation)
 
     def __repr__(self):
-        return f"RandomResizedCrop({self.size}, scale={self.scale}, ratio={self.ratio})"
+        return f"RandomResizedCrop({self.size}, scale={self.scale}, ratio={self.ratio}, {self.interpolation})"
 
 
 class HorizontalFlip:
@@ -415,8 +420,9 @@ def normalize_video(video: torch.Tensor, device: torch.device | str | None = Non
     return (video.float() - shift) / scale
 
 
-def train_transform(style: str = "k400", size: int = 224) -> Compose:
-    """The M2-CLIP training pipeline for ``style`` ``"k400"`` or ``"ssv2"`` at ``size`` pixels.
+def train_transform(style: str = "k400", size: int = 224, interpolation: str = "bilinear") -> Compose:
+    """The M2-CLIP training pipeline for ``style`` ``"k400"`` or ``"ssv2"`` at ``size`` pixels,
+    resizing with ``interpolation`` (the model's, in recipes: `clipadapt.backbones.Preprocess`).
 
     k400: short side uniform in [size, size·258/224], random crop, flip. ssv2: random-resized
     crop (area 0.08–1), RandAugment m7 n4 mstd0.5, no flip (left/right matters in SSv2 labels).
@@ -429,18 +435,19 @@ def train_transform(style: str = "k400", size: int = 224) -> Compose:
     """
     if style == "k400":
         return Compose([
-            ShortSideScaleJitter(size, round(size * 258 / 224)),
+            ShortSideScaleJitter(size, round(size * 258 / 224), interpolation),
             RandomCrop(size),
             HorizontalFlip(0.5),
         ])
     if style == "ssv2":
-        return Compose([RandomResizedCrop(size, scale=(0.08, 1.0)), RandAugment(7, 4, 0.5)])
+        return Compose([RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=interpolation), RandAugment(7, 4, 0.5)])
     raise ValueError(f"unknown training style {style!r}; accepted: {', '.join(TRAIN_STYLES)}")
 
 
-def eval_transform(size: int = 224, num_crops: int = 1) -> Compose:
-    """Test pipeline: short side to ``size``, then a centre crop (uint8 (T, 3, size, size)) or
-    ``num_crops`` = 3 or 4 crops along the long side (uint8 (S, T, 3, size, size)).
+def eval_transform(size: int = 224, num_crops: int = 1, interpolation: str = "bilinear") -> Compose:
+    """Test pipeline: short side to ``size`` (resized with ``interpolation``), then a centre crop
+    (uint8 (T, 3, size, size)) or ``num_crops`` = 3 or 4 crops along the long side
+    (uint8 (S, T, 3, size, size)).
 
     M2-CLIP tests K400 with 4 crops (× 3 temporal clips) and SSv2 with 3 crops (× 1 clip).
 
@@ -450,4 +457,4 @@ def eval_transform(size: int = 224, num_crops: int = 1) -> Compose:
         torch.Size([4, 8, 3, 112, 112])
     """
     crop = CenterCrop(size) if num_crops == 1 else SpatialCrops(size, num_crops)
-    return Compose([ShortSideResize(size), crop])
+    return Compose([ShortSideResize(size, interpolation), crop])

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from einops import rearrange
 
+from clipadapt.backbones.preprocess import carried_preprocess
 from clipadapt.data.transforms import normalize_video
 
 from . import distributed
@@ -146,7 +147,8 @@ def evaluate(
         model: in eval mode ``model(video) -> {head: logits (N, C)}`` (a ``fused`` entry is
             recomputed, see `view_scores`).
         loader: batches ``{"video": (B, V, T, 3, H, W) or (B, T, 3, H, W), "label": (B,), "index": (B,)}``;
-            a uint8 video is normalised on the device, a float one is taken as normalised.
+            a uint8 video is normalised on the device with the mean and std the model carries
+            (`clipadapt.backbones.preprocess.carried_preprocess`), a float one is taken as normalised.
         heads: report only these (``None``: every classifying head and ``fused``).
         precision: autocast precision (``fp32``, ``bf16``, ``fp16``).
         progress: an optional callable ``progress(num_videos_done)``.
@@ -168,12 +170,13 @@ def evaluate(
     if view_fusion not in VIEW_FUSIONS:
         raise ValueError(f"view_fusion {view_fusion!r} is not one of {VIEW_FUSIONS}")
     device = device or next(model.parameters()).device
+    preprocess = carried_preprocess(model)
     was_training = model.training
     model.eval()
     indices, hits, names, num_classes, bad = [], [], None, 0, 0
     for batch in loader:
         bad += int(torch.as_tensor(batch.get("bad", 0)).sum())
-        video = normalize_video(batch["video"], device)  # uint8 -> float, CLIP-normalised, on the device
+        video = normalize_video(batch["video"], device, preprocess.mean, preprocess.std)  # uint8 -> float, on the device
         if video.ndim == 5:  # one view: (B, T, 3, H, W)
             video = video.unsqueeze(1)
         labels = batch["label"].to(device)

@@ -31,6 +31,7 @@ def trained_file(path: str | Path) -> Path:
 def load_exported(path: str | Path, classnames: Sequence[str] | None = None):
     """The `VideoCLIP` of an adapter file written by ``clipadapt export``: the backbone is built
     from the recipe stored in the file, the adapters, pooling and heads loaded onto it."""
+    from clipadapt.data.recipe import recipe_preprocess
     from clipadapt.models import VideoCLIP, build_clip
     from clipadapt.saving import read_metadata
 
@@ -47,8 +48,9 @@ def load_exported(path: str | Path, classnames: Sequence[str] | None = None):
         from clipadapt.models.init_adapters import init_adapter_sets
 
         init_adapter_sets(clip, recipe["model"]["init_adapters"])
-    model = VideoCLIP.from_adapters(clip, path, classnames)
+    model = VideoCLIP.from_adapters(clip, path, classnames, tokenizer=recipe["model"].get("tokenizer"))
     model.recipe = recipe  # how its clips were made: `predict` samples as training did
+    model.preprocess = recipe_preprocess(recipe)
     return model
 
 
@@ -186,10 +188,14 @@ def frozen_clip(recipe: Recipe, classnames: Sequence[str]):
     Example:
         >>> frozen_clip(recipe, ["surf", "ride a horse"]).zero_shot_logits(video)   # doctest: +SKIP
     """
+    from clipadapt.data.recipe import recipe_preprocess
     from clipadapt.models import build_clip, build_video_clip
 
     clip = build_clip(recipe.model)
-    return build_video_clip(clip, classnames, pooling="mean", templates=recipe.video.templates or ["a video of {}"]).eval()
+    model = build_video_clip(clip, classnames, pooling="mean", templates=recipe.video.templates or ["a video of {}"],
+                             tokenizer=recipe.model.tokenizer).eval()
+    model.preprocess = recipe_preprocess(recipe)
+    return model
 
 
 def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[int] = (1,)) -> dict:
@@ -238,31 +244,37 @@ def predict(
     """Top-k classes and probabilities for each video file.
 
     Clips are sampled as the model's training recipe says (``model.recipe``, which
-    `load_trained` sets: ``data.frames``, ``data.sampling``, ``data.stride``, ``data.size``); an
-    argument given here overrides it. A model without a recipe needs `num_frames` and `size`
-    (``segments`` sampling unless told). With `classnames` the videos are classified zero-shot
-    among those names; otherwise by the model's trained heads (fused).
+    `load_trained` sets: ``data.frames``, ``data.sampling``, ``data.stride``) and resized and
+    normalised as it says (``data.size``, ``data.interpolation``, ``data.mean``, ``data.std``, or
+    the model's own: `clipadapt.data.recipe.recipe_preprocess`); an argument given here overrides
+    it. A model without a recipe needs `num_frames` (``segments`` sampling unless told) and is
+    resized and normalised as it carries (``model.preprocess``). With `classnames` the videos are
+    classified zero-shot among those names; otherwise by the model's trained heads (fused).
 
     Example:
         >>> model = load_trained("runs/quickstart/m2clip")                       # doctest: +SKIP
         >>> predict(model, ["clip.mp4"], classnames=["surf", "ride a horse"])   # doctest: +SKIP
         [[('surf', 0.91), ('ride a horse', 0.09)]]
     """
+    from clipadapt.backbones.preprocess import carried_preprocess
     from clipadapt.data import open_video
+    from clipadapt.data.recipe import recipe_preprocess
     from clipadapt.data.sampling import dense_indices, segment_indices
     from clipadapt.data.transforms import eval_transform, normalize_video
 
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    data = (getattr(model, "recipe", None) or {}).get("data") or {}
+    recipe = getattr(model, "recipe", None) or {}
+    data = recipe.get("data") or {}
+    preprocess = recipe_preprocess(recipe) if recipe else carried_preprocess(model)
     num_frames = num_frames or data.get("frames")
-    size = size or data.get("size")
+    size = size or preprocess.size
     sampling = sampling or data.get("sampling") or "segments"
     stride = stride or data.get("stride") or 16
     if num_frames is None or size is None:
         raise ValueError("this model carries no training recipe (model.recipe): give predict num_frames= and size= "
                          "(or load it with clipadapt.load_trained, which keeps the recipe)")
-    transform = eval_transform(size)
+    transform = eval_transform(size, interpolation=preprocess.interpolation)
     if classnames:
         model.set_classnames(classnames)
     names = list(model.classnames)
@@ -274,7 +286,7 @@ def predict(
         else:
             indices = dense_indices(len(reader), num_frames, stride, train=False)[0]
         frames = reader.get(indices.tolist()).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
-        clip = normalize_video(transform(frames).unsqueeze(0))
+        clip = normalize_video(transform(frames).unsqueeze(0), None, preprocess.mean, preprocess.std)
         with torch.no_grad():
             if classnames:
                 probs = model.zero_shot_logits(clip).softmax(-1)[0]

@@ -28,6 +28,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
+from clipadapt.backbones.preprocess import carried_preprocess
 from clipadapt.data.transforms import normalize_video
 from clipadapt.sets import check_active_training
 from clipadapt.terminal import print_table
@@ -199,6 +200,7 @@ class Trainer:
         self.recipe, self.train_loader, self.val_loader = recipe, train_loader, val_loader
         self.device = device or distributed.device()
         self.model = model.to(self.device)
+        self.preprocess = carried_preprocess(model)  # the CLIP's mean and std, or the recipe's
         self.rank, self.is_main = distributed.rank(), distributed.is_main()
         self.output_dir = Path(recipe.output_dir)
         self.accumulate = recipe.data.accumulate
@@ -428,7 +430,7 @@ class Trainer:
                         "more data.num_workers or a frame store (clipadapt prepare) would help")
 
     def _train_batch(self, batch: dict, index: int) -> dict[str, float]:
-        video = normalize_video(batch["video"], self.device)  # uint8 -> float, CLIP-normalised, on the device
+        video = normalize_video(batch["video"], self.device, self.preprocess.mean, self.preprocess.std)  # uint8 -> float, on the device
         labels = batch["label"].to(self.device, non_blocking=True)
         group_start = index - index % self.accumulate
         group_size = min(self.accumulate, self.num_batches - group_start)

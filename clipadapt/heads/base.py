@@ -32,25 +32,28 @@ from typing import Any, ClassVar, Protocol, Sequence
 import torch
 import torch.nn as nn
 
-NEEDS = ("video", "frames", "cls", "class_embeddings", "logit_scale", "labels", "label_prompts", "sample_ids")
+NEEDS = ("video", "frames", "cls", "class_embeddings", "logit_scale", "logit_bias", "labels", "label_prompts", "sample_ids")
 """What a head may declare in ``needs``."""
 
-TEXT_NEEDS = frozenset({"class_embeddings", "logit_scale", "label_prompts"})
+TEXT_NEEDS = frozenset({"class_embeddings", "logit_scale", "logit_bias", "label_prompts"})
 """The `NEEDS` only a model with a text tower gives."""
 
 
 class TextService(Protocol):
     """The text tower as a head that encodes prompts itself (CMLM) uses it.
 
-    ``tokenize`` / ``tokens_from_words`` / ``encode_word`` give BPE ids; ``token_states(tokens,
-    truncate=True)`` runs the adapted text tower to the states before ``ln_final``
-    ``(N, L', W)``; ``last_block()`` is the last text block (a `clipadapt.backbones.Block`) and
-    ``make_block(module)`` turns a copy of it into one (with its ``cross_attend``).
+    ``tokenize`` / ``tokens_from_words`` / ``encode_word`` give the tower's token ids (its
+    ``tokenizer``, a `clipadapt.backbones.tokenizers.Tokenizer`, says which special ids surround
+    the words); ``token_states(tokens, truncate=True)`` runs the adapted text tower to the states
+    of the prompt tokens before ``ln_final`` ``(N, L', W)``; ``last_block()`` is the last text
+    block (a `clipadapt.backbones.Block`) and ``make_block(module)`` turns a copy of it into one
+    (with its ``cross_attend``).
     """
 
     context_length: int
     width: int
     ln_final: nn.Module
+    tokenizer: Any
 
     def tokenize(self, prompts: list[str], device: torch.device | None = None): ...
 
@@ -79,6 +82,8 @@ class HeadContext:
         has_cls: whether the visual tower has a class token (``cls`` can be given).
         text: the `TextService`, or ``None`` for a model without a text tower.
         no_text_reason: why `text` is ``None``.
+        contrastive_loss: the image-text loss the CLIP was trained with, ``softmax`` (CLIP) or
+            ``sigmoid`` (SigLIP); heads that compare video and text default to it.
     """
 
     num_classes: int
@@ -90,6 +95,7 @@ class HeadContext:
     has_cls: bool = True
     text: TextService | None = None
     no_text_reason: str = ""
+    contrastive_loss: str = "softmax"
 
     def prompts(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> list[str]:
         """Every template filled with every class name, class-major."""
@@ -109,6 +115,16 @@ def loss_dtype(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in REDUCED else x
 
 
+def with_bias(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`logits` plus the CLIP's logit bias where it has one (SigLIP), unchanged otherwise.
+
+    Example:
+        >>> with_bias(torch.zeros(1, 2), torch.tensor(-10.0))
+        tensor([[-10., -10.]])
+    """
+    return logits if bias is None else logits + bias.to(device=logits.device, dtype=logits.dtype)
+
+
 @dataclass
 class HeadInputs:
     """The features of a batch; a head receives the ones it declared, the rest are ``None``.
@@ -119,6 +135,8 @@ class HeadInputs:
         cls: the frame-mean raw class token of the last visual block ``(B, W)``.
         class_embeddings: normalised class-prompt embeddings ``(C, E)``.
         logit_scale: CLIP's own temperature ``exp(logit_scale)``, a scalar without gradient.
+        logit_bias: the CLIP's own logit bias (SigLIP), without gradient; ``None`` for a model
+            without one.
         labels: ``(B,)`` class indices, or ``None`` at evaluation.
         label_prompts: each sample's class prompt (first template), at training.
         sample_ids: ``(B,)`` dataset indices, for per-sample random choices (CMLM masking).
@@ -129,6 +147,7 @@ class HeadInputs:
     cls: torch.Tensor | None = None
     class_embeddings: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
+    logit_bias: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     label_prompts: list[str] | None = None
     sample_ids: torch.Tensor | None = None

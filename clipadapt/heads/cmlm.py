@@ -2,7 +2,7 @@
 
 1. Masking: the prompt ("a video of {class}") is split into words; ``max(1, round(0.2·n))``
    of them, drawn uniformly among all words (template words too), become the literal word
-   "mask" (one BPE token). Labels ``(B, L)`` hold, at the position of each "mask" token, the
+   "mask" (one token; a tokenizer that splits it is refused). Labels ``(B, L)`` hold, at the position of each "mask" token, the
    index of the original word in a word vocabulary, and −100 everywhere else.
 2. The masked prompt goes through the adapted text tower; its token states before ``ln_final``
    are the queries of a cross-attention block: a frozen copy of the last text block whose
@@ -214,7 +214,7 @@ class CMLMHead(Head):
 
     # ---- masking ------------------------------------------------------------------------
 
-    def _bpe(self, text, word: str) -> list[int]:
+    def _word_ids(self, text, word: str) -> list[int]:
         if word not in self._word_tokens:
             self._word_tokens[word] = text.encode_word(word)
         return self._word_tokens[word]
@@ -227,23 +227,27 @@ class CMLMHead(Head):
         """
         if not self.vocabulary:
             raise ValueError("cmlm has only a declared vocabulary size; training needs words (class names or word_list)")
-        mask_ids = self._bpe(text, MASK_WORD)
-        assert len(mask_ids) == 1, "'mask' must be one BPE token"
+        mask_ids = self._word_ids(text, MASK_WORD)
+        tokenizer = text.tokenizer
+        if len(mask_ids) != 1:
+            raise ValueError(f"cmlm masks words with the word {MASK_WORD!r}, which {tokenizer.name} writes as {len(mask_ids)} "
+                             f"ids {mask_ids}; it must be one id")
+        last = tokenizer.context_length - len(tokenizer.suffix)  # positions past it are cut
         rows, labels = [], torch.full((len(prompts), text.context_length), IGNORE, dtype=torch.long)
         for row, (prompt, generator) in enumerate(zip(prompts, generators)):
             words = prompt_words(prompt)
             chosen = set(torch.randperm(len(words), generator=generator)[: num_masked(len(words), self.ratio)].tolist())
-            tokens, position = [], 1  # position 0 is the start-of-text token
+            tokens, position = [], len(tokenizer.prefix)  # the words start after the leading special ids
             for index, word in enumerate(words):
                 if index in chosen:
                     if word not in self._index:
                         raise KeyError(f"cmlm: word {word!r} of prompt {prompt!r} is not in the word vocabulary")
-                    if position < text.context_length - 1:
+                    if position < last:
                         labels[row, position] = self._index[word]
                     tokens.append(mask_ids)
                     position += 1
                 else:
-                    piece = self._bpe(text, word)
+                    piece = self._word_ids(text, word)
                     tokens.append(piece)
                     position += len(piece)
             rows.append(tokens)
@@ -274,7 +278,7 @@ class CMLMHead(Head):
         tokens, labels = self.mask(prompts, text, self._generators(inputs.sample_ids, len(prompts)))
         if self.training:
             self.calls += 1
-        tokens.ids, tokens.eot = tokens.ids.to(inputs.labels.device), tokens.eot.to(inputs.labels.device)
+        tokens = tokens.to(inputs.labels.device)
         states = text.token_states(tokens, truncate=True)  # (B, L', W)
         out = self.cross_attend(states, inputs.frames)
         logits = self.predict(out.to(self.predict.dense.weight.dtype))

@@ -37,6 +37,11 @@ class VCHead(Head):
         if not context.has_cls or context.visual_norm is None:
             raise ValueError("vc reads the visual tower's class token, and this tower has none (e.g. SigLIP, "
                              "avg-pooled timm ViTs); use a head on the video embedding (cmc, contrastive)")
+        norm_width = getattr(context.visual_norm, "normalized_shape", (context.visual_width,))[-1]
+        if norm_width != context.visual_width:
+            raise ValueError(f"vc normalises the class token (width {context.visual_width}) with the visual tower's final "
+                             f"norm, which has width {norm_width}: the backbone spec's VisualEncoder.final_norm must be "
+                             "the norm applied to the last block's tokens")
         self._ln_post = (context.visual_norm,)  # CLIP's own, frozen; not a submodule of the head
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(context.visual_width, num_classes)

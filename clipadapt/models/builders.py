@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from clipadapt.backbones import TinyConfig, spec_of_family
+from clipadapt.data.recipe import recipe_preprocess
 from clipadapt.backbones.open_clip import quiet_root_logger  # noqa: F401  (kept importable from here)
 from clipadapt.models.m2clip import build_video_clip
 from clipadapt.models.video_clip import VideoCLIP
@@ -77,7 +78,9 @@ def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoC
         pooling=video_cfg.get("pooling", "mean"),
         templates=video_cfg.get("templates") or ["a video of {}"],
         num_classes=data_cfg.get("num_classes"),
+        tokenizer=model_cfg.get("tokenizer"),
     )
+    model.preprocess = recipe_preprocess(recipe)
     if model_cfg.get("init_adapters"):
         model.init_adapters([_plain(entry) for entry in model_cfg["init_adapters"]])
     unfreeze(model, model_cfg.get("trainable") or [])

@@ -21,6 +21,7 @@ def build_video_clip(
     pooling: str = "mean",
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     num_classes: int | None = None,
+    tokenizer=None,
 ) -> VideoCLIP:
     """Inject `adapters` into `clip`, wrap it in a `VideoCLIP` and add `heads`.
 
@@ -28,6 +29,7 @@ def build_video_clip(
         adapters: inject calls, e.g. ``{"name": "ted", "tower": "visual", "layers": "all",
             "site": "pre_mlp", "options": {"width": 384}, "lr_mult": 1.0}``.
         heads: e.g. ``{"name": "vc", "weight": 1.0, "options": {"dropout": 0.5}, "lr_mult": 1.0}``.
+        tokenizer: the text tower's tokenizer where its spec does not know it (`clipadapt.TextPath`).
 
     Example:
         >>> model = build_video_clip(clip, names, adapters=[{"name": "ted", "options": {"width": 64}}],
@@ -47,7 +49,7 @@ def build_video_clip(
         from clipadapt.inject import freeze_model
 
         freeze_model(clip)
-    model = VideoCLIP(clip, classnames, templates=templates, pooling=pooling, num_classes=num_classes)
+    model = VideoCLIP(clip, classnames, templates=templates, pooling=pooling, num_classes=num_classes, tokenizer=tokenizer)
     names = {id(m): n for n, m in model.named_modules()}
     for handle, mult in handles:
         if mult != 1.0:
@@ -77,6 +79,7 @@ def build_m2clip(
     vocab_size: int | None = None,
     num_classes: int | None = None,
     templates: Sequence[str] = DEFAULT_TEMPLATES,
+    tokenizer=None,
 ) -> VideoCLIP:
     """M2-CLIP's K400 configuration: TED in every visual block, a text adapter in the last text
     block, the temporal pooling adapter, and the contrastive, CMC, CMLM and VC heads.
@@ -95,6 +98,7 @@ def build_m2clip(
         gather: the contrastive head's batch, ``global`` (all GPUs) or ``local`` (the release).
         word_list / vocab_size: CMLM's vocabulary from a file, or only its size (for counting).
         text_lr_mult: learning-rate factor of both text adapters (0.5, as the release).
+        tokenizer: the text tower's tokenizer where its spec does not know it (`build_video_clip`).
 
     Example:
         >>> model = build_m2clip(open_clip.create_model("ViT-B-16"), k400_names)
@@ -114,4 +118,4 @@ def build_m2clip(
     }
     head_specs = [{"name": name, "weight": weight, "options": options.get(name, {})} for name, weight in heads.items()]
     return build_video_clip(clip, classnames, adapters=adapters, heads=head_specs, pooling=pooling,
-                            templates=templates, num_classes=num_classes)
+                            templates=templates, num_classes=num_classes, tokenizer=tokenizer)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from clipadapt.adapters import temporal_pool  # noqa: F401  (registers the built-in poolings)
 from clipadapt.attention import efficient_attention as use_efficient_attention
 from clipadapt.backbones import UnsupportedModelError, detect
-from clipadapt.heads.base import HeadContext, HeadInputs
+from clipadapt.heads.base import HeadContext, HeadInputs, with_bias
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
 from clipadapt.sets import active_sets, disabled
@@ -55,6 +55,14 @@ class VideoCLIP(nn.Module):
         efficient_attention: switch the CLIP's ``nn.MultiheadAttention`` modules to
             `clipadapt.attention.SelfAttention`, which computes the same attention faster under
             autograd (see `clipadapt.efficient_attention`).
+        tokenizer: the text tower's tokenizer where its spec does not know it (SigLIP, CLIPA,
+            MetaCLIP 2 worldwide): a ``tokenizer.json`` path, a directory holding one, an
+            open_clip model name or a `clipadapt.backbones.tokenizers.Tokenizer`.
+
+    Attributes:
+        preprocess: how the CLIP wants its frames (`clipadapt.backbones.Preprocess`: mean, std,
+            size, interpolation), from its family's config; training and evaluation normalise
+            uint8 batches with its mean and std.
 
     In training mode ``model(video, labels)`` returns ``{"loss", "losses"}``; in eval mode
     ``model(video)`` returns per-head logits ``(B, C)`` and ``"fused"`` (mean of their
@@ -75,6 +83,7 @@ class VideoCLIP(nn.Module):
         num_classes: int | None = None,
         pooling_width: int | None = None,
         efficient_attention: bool = True,
+        tokenizer=None,
     ):
         super().__init__()
         for template in templates:
@@ -87,14 +96,17 @@ class VideoCLIP(nn.Module):
             use_efficient_attention(clip)
         self.visual = spec.visual(clip)
         self.visual_tower = self.visual.tower
+        self.preprocess = spec.preprocess(clip)  # a recipe's data.mean/std/size/interpolation replace it
         self.text: TextPath | None = None
         self.no_text_reason = spec.why_not(clip, "text") or f"the {spec.family} model has no text tower"
         if "text" in spec.towers(clip):
             try:
-                self.text = TextPath(clip, spec.text(clip))
+                self.text = TextPath(clip, spec.text(clip), tokenizer=tokenizer)
             except UnsupportedModelError as error:
                 self.no_text_reason = str(error)
-        self._logit_scale = (spec.logit_scale(clip),)  # a tuple: not registered as this module's parameter
+        # tuples: not registered as this module's parameters
+        self._logit_scale, self._logit_bias = (spec.logit_scale(clip),), (spec.logit_bias(clip),)
+        self.contrastive_loss = spec.contrastive_loss(clip)
         self.templates = list(templates)
         self.classnames = list(classnames or [])
         self.num_classes = len(self.classnames) or num_classes or 0
@@ -136,9 +148,10 @@ class VideoCLIP(nn.Module):
                 "classnames": self.classnames, "num_classes": self.num_classes, "heads": [dict(h) for h in self.head_specs]}
 
     @classmethod
-    def from_adapters(cls, clip: nn.Module, path, classnames: Sequence[str] | None = None) -> "VideoCLIP":
+    def from_adapters(cls, clip: nn.Module, path, classnames: Sequence[str] | None = None, tokenizer=None) -> "VideoCLIP":
         """The video model saved by ``save_adapters(video_clip, path)``, rebuilt on `clip` (a fresh
-        CLIP of the same architecture, with its frozen weights) in eval mode.
+        CLIP of the same architecture, with its frozen weights) in eval mode; `tokenizer` as in
+        `VideoCLIP` (the file stores no tokenizer).
 
         Example:
             >>> clipadapt.save_adapters(model, "m2clip.safetensors")
@@ -150,7 +163,7 @@ class VideoCLIP(nn.Module):
         if video is None:
             raise ValueError(f"{path} holds the adapters of a bare CLIP, not a video model; use clipadapt.load_adapters(clip, path)")
         model = cls(clip, classnames or video["classnames"] or None, templates=video["templates"], pooling=video["pooling"],
-                    num_classes=video["num_classes"], pooling_width=video["pooling_width"])
+                    num_classes=video["num_classes"], pooling_width=video["pooling_width"], tokenizer=tokenizer)
         return load_adapters(model, path).eval()
 
     def init_adapters(self, entries: Sequence[dict]) -> list[str]:
@@ -199,6 +212,7 @@ class VideoCLIP(nn.Module):
             has_cls=self.visual.has_pooled,
             text=self.text,
             no_text_reason=self.no_text_reason if self.text is None else "",
+            contrastive_loss=self.contrastive_loss,
         )
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
@@ -215,6 +229,11 @@ class VideoCLIP(nn.Module):
             raise ValueError(f"the {self.family} model has no logit scale (no text tower); heads that compare "
                              "video and text need one")
         return self._logit_scale[0].detach().exp()
+
+    def logit_bias(self) -> torch.Tensor | None:
+        """The CLIP's own logit bias (SigLIP), without gradient; ``None`` for a model without one."""
+        bias = self._logit_bias[0]
+        return None if bias is None else bias.detach().reshape(())
 
     def _text_path(self) -> TextPath:
         if self.text is None:
@@ -291,8 +310,9 @@ class VideoCLIP(nn.Module):
         return param.dtype if param is not None else next(self.clip.parameters()).dtype
 
     def zero_shot_logits(self, video: torch.Tensor, classnames: Sequence[str] | None = None) -> torch.Tensor:
-        """``s·cos(video, class prompt)`` over `classnames` (paper eq. 11), ``(B, C)``, with ``s``
-        CLIP's own logit scale (`logit_scale`: 100 for OpenAI's weights).
+        """``s·cos(video, class prompt) + b`` over `classnames` (paper eq. 11), ``(B, C)``, with ``s``
+        CLIP's own logit scale (`logit_scale`: 100 for OpenAI's weights) and ``b`` its logit bias
+        where it has one (SigLIP: ``sigmoid`` of these logits is the model's match probability).
 
         Example:
             >>> logits = model.zero_shot_logits(video, ["ride a horse", "surf"])
@@ -300,7 +320,7 @@ class VideoCLIP(nn.Module):
         if classnames is not None and list(classnames) != self.classnames:
             self.set_classnames(classnames)
         features = self.encode_video(video)
-        return self.logit_scale() * features.video @ self.class_embeddings().t()
+        return with_bias(self.logit_scale() * features.video @ self.class_embeddings().t(), self.logit_bias())
 
     # ---- the decoder ------------------------------------------------------------------
 
@@ -332,6 +352,7 @@ class VideoCLIP(nn.Module):
             cls=features.cls,
             class_embeddings=self.class_embeddings() if "class_embeddings" in needs else None,
             logit_scale=self.logit_scale() if "logit_scale" in needs else None,
+            logit_bias=self.logit_bias() if "logit_bias" in needs else None,
             labels=labels,
             label_prompts=prompts,
             sample_ids=sample_ids,

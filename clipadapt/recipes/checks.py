@@ -385,6 +385,7 @@ def check_shapes(cfg: dict, errors: list[Error], bad: set[str]) -> None:
             errors.append(Error("model.config", f"asks for about {estimate:.2g} parameters; at most {MAX_MODEL_PARAMETERS:.0g}"))
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     batch, accumulate, frames, size = (data.get(k, d) for k, d in (("batch_size", 72), ("accumulate", 1), ("frames", 8), ("size", 224)))
+    size = 224 if size is None else size  # null: the model's own side, which CLIP's 224 stands in for here
     involved = {"data", "data.batch_size", "data.accumulate", "data.frames", "data.size"}
     if all(_is_int(v) and v > 0 for v in (batch, accumulate, frames, size)) and not involved & bad:
         step_bytes = -(-batch // accumulate) * frames * 3 * size * size * 4

@@ -87,6 +87,7 @@ def _registered(registry: str, description: str) -> Any:
 
 
 Crops = Annotated[Literal[1, 3, 4], BeforeValidator(_no_bool)]
+Channels = Annotated[list[real(gt=-1000, lt=1000)], Field(min_length=3, max_length=3)]
 Sampling = Literal["dense", "segments"]
 Options = Annotated[dict[str, Any], Field(description="the component's own keyword arguments")]
 
@@ -130,6 +131,9 @@ class ModelCfg(Section):
                                                        "adapter set under the recipe's adapters (the 'default' set)")
     grad_checkpointing: bool = False
     precision_frozen: Literal["bf16", "fp16"] | None = Field(None, description="dtype of the frozen weights")
+    tokenizer: str | None = Field(None, description="the text tower's tokenizer where the family does not know it "
+                                  "(SigLIP, CLIPA, MetaCLIP 2 worldwide): a local tokenizer.json, a directory holding "
+                                  "one, an open_clip model name, or bpe; nothing is downloaded")
 
 
 class AdapterCfg(Section):
@@ -174,7 +178,10 @@ class DataCfg(Section):
     frames: whole(ge=1, le=1024) = 8
     sampling: Sampling = "dense"
     stride: whole(ge=1, le=4096) = 16
-    size: whole(ge=1, le=4096) = 224
+    size: whole(ge=1, le=4096) | None = Field(None, description="image side in pixels; null: the model's own (its preprocess config)")
+    mean: Channels | None = Field(None, description="per-channel image mean (RGB, pixels in [0, 1]); null: the model's own")
+    std: Channels | None = Field(None, description="per-channel image std; null: the model's own")
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(None, description="resize interpolation; null: the model's own")
     train_aug: _registered("transforms", "k400, ssv2, none or a registered training transform") = "k400"
     batch_size: whole(ge=1, le=1 << 16) = 72
     accumulate: whole(ge=1, le=1 << 16) = 1
