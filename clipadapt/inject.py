@@ -220,7 +220,7 @@ def _remove_entry(state: InjectionState, block_module: nn.Module, site: str, ada
     hooks = state.blocks[block_module]
     hooks.remove(site, adapter_set, entry)
     if hooks.empty:
-        hooks.capture.remove()
+        hooks.remove_capture()
         del state.blocks[block_module]
 
 

@@ -326,6 +326,14 @@ class HFCLIPSpec(BackboneSpec):
         return text_encoder(model, get_tower(model, "text"))
 
     @classmethod
+    def set_grad_checkpointing(cls, model: nn.Module, enable: bool = True) -> nn.Module:
+        if enable:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+        return model
+
+    @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """A random-weight model of `tiny`'s sizes whose type `arch` names (`TINY_TYPES`; any other
         name gives ``clip``: a ``CLIPModel`` with end-of-text id 49407, so OpenAI's BPE ids work), or the model

@@ -79,7 +79,7 @@ def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoC
     data_cfg = _plain(_section(recipe, "data"))
     clip = recipe_clip(recipe)
     if model_cfg.get("grad_checkpointing"):
-        clip.set_grad_checkpointing(True)
+        spec_of_family(model_cfg.get("family", "open_clip")).set_grad_checkpointing(clip)
     model = build_video_clip(
         clip,
         classnames,
