@@ -327,10 +327,11 @@ class HFCLIPSpec(BackboneSpec):
 
     @classmethod
     def set_grad_checkpointing(cls, model: nn.Module, enable: bool = True) -> nn.Module:
+        verb = "activation_checkpointing" if hasattr(model, "activation_checkpointing_enable") else "gradient_checkpointing"  # 5.x, 4.x
         if enable:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            getattr(model, f"{verb}_enable")({"use_reentrant": False})
         else:
-            model.gradient_checkpointing_disable()
+            getattr(model, f"{verb}_disable")()
         return model
 
     @classmethod
