@@ -42,7 +42,8 @@ def compare(out_dir: str | Path, overrides: list[str] = (), quality: int = 90, c
     if train.bad or test.bad:
         raise RuntimeError(f"bad videos while preparing the store: {sorted({**train.bad, **test.bad})}")
     store_overrides = ["data.dataset=list", f"data.root={store}", f"data.train_list={train.list_file}",
-                       f"data.val_list={test.list_file}", f"data.test_list={test.list_file}", f"data.label_map={train.label_map}"]
+                       f"data.val_list={test.list_file}", f"data.test_list={test.list_file}", f"data.label_map={train.label_map}",
+                       f"data.num_classes={len(data.classnames)}"]
     from_store = run("quickstart", [*overrides, *store_overrides, f"output_dir={out_dir / 'frame_store'}"], console=console)
     return {"videos": from_videos, "frame_store": from_store, "store_gib_per_hour": train.gib_per_hour}
 

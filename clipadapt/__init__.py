@@ -7,34 +7,55 @@ Example:
     >>> clipadapt.summary(clip)
 """
 
+import importlib
+import importlib.util
+import sys
+import types
+
 from clipadapt.registry import ADAPTERS, BACKBONES, HEADS, Registry, register_adapter, register_backbone, register_head
 from clipadapt.registry import register_dataset, register_optimizer, register_pooling, register_transform
-from clipadapt.backbones import BackboneSpec, Block, Tower, describe
-from clipadapt.inject import (
-    SITES,
-    Adapter,
-    AdapterContext,
-    FramesError,
-    Injection,
-    eject,
-    frames,
-    inject,
-    injections,
-)
-from clipadapt.inject import freeze_model as freeze
-from clipadapt.sets import activate, active_sets, adapter_sets, disabled
-from clipadapt import adapters  # noqa: F401  (registers the built-in adapters)
-from clipadapt.analysis.params import summary
-from clipadapt.attention import efficient_attention
-from clipadapt.saving import BackboneMismatchError, load_adapters, save_adapters
+
+# The rest of the public API is imported on first use (PEP 562), so `import clipadapt` and the
+# command line start without torch: {public name: (module, name there)}.
+_LAZY = {
+    **{name: ("clipadapt.backbones", name) for name in ("BackboneSpec", "Block", "Tower", "describe")},
+    **{name: ("clipadapt.inject", name) for name in ("SITES", "Adapter", "AdapterContext", "FramesError", "Injection",
+                                                      "eject", "frames", "inject", "injections")},
+    "freeze": ("clipadapt.inject", "freeze_model"),
+    **{name: ("clipadapt.sets", name) for name in ("activate", "active_sets", "adapter_sets", "disabled")},
+    "summary": ("clipadapt.analysis.params", "summary"),
+    "efficient_attention": ("clipadapt.attention", "efficient_attention"),
+    **{name: ("clipadapt.saving", name) for name in ("BackboneMismatchError", "load_adapters", "save_adapters")},
+    "VideoCLIP": ("clipadapt.models", "VideoCLIP"),
+}
 
 
 def __getattr__(name: str):
-    if name == "VideoCLIP":  # the video model, imported on first use (models import heads and adapters)
-        from clipadapt.models import VideoCLIP
-
-        return VideoCLIP
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a subpackage: clipadapt.adapters.ted...
     raise AttributeError(f"module 'clipadapt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(globals().keys() | _LAZY.keys())
+
+
+class _Package(types.ModuleType):
+    """This package's module type: importing the submodule ``clipadapt.inject`` sets the package
+    attribute ``inject`` to that module; the public ``clipadapt.inject`` stays the function."""
+
+    def __setattr__(self, name, value):
+        if name == "inject" and isinstance(value, types.ModuleType):
+            value = value.inject
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

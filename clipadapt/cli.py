@@ -63,17 +63,12 @@ LISTABLE = ("adapters", "heads", "backbones", "recipes")
 
 
 def _registry(kind: str):
-    import clipadapt
+    from clipadapt.registry import ADAPTERS, BACKBONES, HEADS
 
-    if kind == "adapters":
-        return clipadapt.ADAPTERS
-    if kind == "heads":
-        import clipadapt.heads  # noqa: F401  (registers the built-in heads)
-
-        return clipadapt.HEADS
-    if kind == "backbones":
-        return clipadapt.BACKBONES
-    raise typer.BadParameter(f"cannot list {kind!r}; choose one of {', '.join(LISTABLE)}")
+    registries = {"adapters": ADAPTERS, "heads": HEADS, "backbones": BACKBONES}
+    if kind not in registries:
+        raise typer.BadParameter(f"cannot list {kind!r}; choose one of {', '.join(LISTABLE)}")
+    return registries[kind]
 
 
 def _one_line(error: BaseException) -> str:
@@ -230,11 +225,6 @@ def plain_text(text: str) -> str:
     return re.sub(r"``([^`]+)``|`([^`]+)`", lambda match: match.group(1) or match.group(2), text)
 
 
-def _first_line(obj) -> str:
-    doc = (obj.__doc__ or "").strip()
-    return plain_text(doc.splitlines()[0]) if doc else ""
-
-
 @app.command("ls")
 def ls(kind: str = typer.Argument(..., help="adapters | heads | backbones | recipes")) -> None:
     """List registered adapters, heads, backbones or the built-in recipes."""
@@ -243,7 +233,8 @@ def ls(kind: str = typer.Argument(..., help="adapters | heads | backbones | reci
 
         rows = [(name, recipe_description(path)) for name, path in builtin_recipes().items()]
     else:
-        rows = [(name, _first_line(obj)) for name, obj in _registry(kind).items()]
+        registry = _registry(kind)
+        rows = [(name, plain_text(registry.summary(name))) for name in registry.names()]  # imports no built-in module
     table = Table(title=kind)
     table.add_column("name", no_wrap=True)
     table.add_column("description")
@@ -338,8 +329,10 @@ def inspect(name: str = typer.Argument(..., help="an open_clip config (ViT-B-16)
         cls_index = "-" if t["cls_index"] is None else str(t["cls_index"])
         table.add_row(tower, str(t["blocks"]), str(t["width"]), t["layout"], cls_index, str(t["prefix_tokens"]), grid)
     print_table(table, console)
-    sites = next(iter(info["towers"].values()))["sites"]
-    console.print(f"sites in every block: {', '.join(sites)}")
+    for tower, t in info["towers"].items():
+        console.print(f"{tower} blocks ({t['block']}) hold the sites: {', '.join(t['sites'])}", soft_wrap=True)
+        for what, why in t["refused"].items():
+            console.print(f"  {tower} refuses {what}: {why}", soft_wrap=True)
 
 
 @app.command()

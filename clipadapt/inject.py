@@ -284,6 +284,7 @@ def inject(
     for layer in layer_ids:
         container = getattr(tower_obj.blocks[layer].module, CONTAINER, None)
         for s in sites:
+            tower_obj.blocks[layer].refuse(s, f"adapter {name!r} in {tower} block {layer}")  # a site its layout cannot hold exactly
             if container is not None and module_key(name, s, adapter_set) in container:
                 in_set = "" if adapter_set == DEFAULT_SET else f" of set {adapter_set!r}"
                 raise ValueError(

@@ -25,6 +25,7 @@ from clipadapt.recipes import (
     to_yaml,
     validate,
 )
+from hang_guard import HANG_GUARD_S
 
 VALID, _ = load_recipe_dict("m2clip_k400")
 FREE_FORM = ("model.config", "data.synthetic")  # mappings whose keys the schema does not fix
@@ -571,7 +572,7 @@ def test_a_file_in_the_working_directory_never_shadows_a_plugin(tmp_path):
     repo = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, str(tmp_path / "installed")]), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "clipadapt.cli", "validate", "r.yaml"], cwd=work, env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "the installed plugin" in result.stdout and "working-directory copy" not in result.stdout + result.stderr
 

@@ -1,9 +1,12 @@
 """uint8 until the device: batches cross the loader as uint8, the step normalises them; the
-trainer shows how long each iteration waited for data; evaluation forwards are sized by clips."""
+trainer shows how long each iteration waited for data; evaluation forwards are sized by clips.
+
+The timing tests run the trainer on a `ManualClock` that the loader and the model move by the
+seconds they stand for, so data_time, step_time and the data-bound verdict are exact whatever
+the machine's load."""
 
 import io
 import json
-import time
 
 import pytest
 import torch
@@ -37,16 +40,30 @@ def test_normalize_video_passes_float_through_and_refuses_other_types():
         normalize_video(torch.zeros(1, 2, 4, 4, 3, dtype=torch.uint8))
 
 
-class Uint8Videos(TinyVideos):
-    """TinyVideos as uint8 clips, optionally slow to load (a data-bound loader)."""
+class ManualClock:
+    """Seconds that pass only when `advance` is called (the `clock` of a Trainer)."""
 
-    def __init__(self, *args, delay: float = 0.0, **kwargs):
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Uint8Videos(TinyVideos):
+    """TinyVideos as uint8 clips; with a clock, each sample takes `seconds` of it to load."""
+
+    def __init__(self, *args, clock: ManualClock | None = None, seconds: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.delay = delay
+        self.clock, self.seconds = clock, seconds
 
     def __getitem__(self, key):
         sample = super().__getitem__(key)
-        time.sleep(self.delay)
+        if self.clock is not None:
+            self.clock.advance(self.seconds)
         return {**sample, "video": (sample["video"] * 40 + 128).clamp(0, 255).to(torch.uint8)}
 
 
@@ -70,31 +87,42 @@ def test_the_training_step_normalises_uint8_batches_on_the_device(tmp_path):
 
 def test_metrics_and_summary_show_data_time_and_say_when_data_bound(tmp_path):
     recipe = make_recipe(tmp_path, schedule={"epochs": 1, "warmup_epochs": 0}, eval={"every": 0})
-    loader = build_loader(Uint8Videos(size=8, delay=0.05), 4, shuffle=False)
+    clock = ManualClock()
+    loader = build_loader(Uint8Videos(size=8, clock=clock, seconds=0.05), 4, shuffle=False)
     output = io.StringIO()
-    Trainer(TinyVideoModel(), recipe, loader, None, progress=False, log_every=1,
+    Trainer(TimedModel(clock, 0.01), recipe, loader, None, progress=False, log_every=1, clock=clock,
             console=Console(file=output, width=200)).fit()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     epoch = next(r for r in records if r["kind"] == "epoch")
-    assert len(train) == 2 and all(r["data_time"] >= 4 * 0.05 for r in train)  # 4 samples of 50 ms per batch
-    assert all(0 < r["step_time"] for r in train)
-    assert epoch["data_fraction"] == pytest.approx(epoch["data_time"] / (epoch["data_time"] + epoch["step_time"]))
-    assert "data-bound:" in output.getvalue() and "% of the step waiting for data" in output.getvalue()
+    assert len(train) == 2
+    for record in train:  # 4 samples of 50 ms per batch, one forward of 10 ms
+        assert record["data_time"] == pytest.approx(0.2) and record["step_time"] == pytest.approx(0.01)
+    assert epoch["data_fraction"] == pytest.approx(0.2 / 0.21)
+    assert epoch["samples_per_s"] == pytest.approx(8 / (2 * 0.21))
+    assert "data-bound: 95% of the step waiting for data (data 0.200 s, compute 0.010 s per iteration)" in output.getvalue()
 
 
 def test_a_fast_loader_is_not_called_data_bound(tmp_path):
     recipe = make_recipe(tmp_path, schedule={"epochs": 1, "warmup_epochs": 0}, eval={"every": 0})
     output = io.StringIO()
-    slow_step = SlowModel()
-    Trainer(slow_step, recipe, build_loader(Uint8Videos(size=8), 4), None, progress=False,
+    clock = ManualClock()
+    Trainer(TimedModel(clock, 0.05), recipe, build_loader(Uint8Videos(size=8), 4), None, progress=False, clock=clock,
             console=Console(file=output, width=200)).fit()
+    epoch = next(r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch")
+    assert epoch["data_time"] == 0 and epoch["step_time"] == pytest.approx(0.05)
     assert "data-bound" not in output.getvalue()
 
 
-class SlowModel(TinyVideoModel):
+class TimedModel(TinyVideoModel):
+    """A model whose training forward takes `seconds` of `clock`."""
+
+    def __init__(self, clock: ManualClock, seconds: float):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
     def forward(self, video, labels=None):
-        time.sleep(0.05)
+        self.clock.advance(self.seconds)
         return super().forward(video, labels)
 
 

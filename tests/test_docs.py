@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hang_guard import HANG_GUARD_S
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BLOCK = re.compile(r"(<!-- not-run: [^>]+ -->\s*\n)?```python\n(.*?)```", re.S)
@@ -28,7 +29,7 @@ def test_docs_examples_run(page, tmp_path):
     script = tmp_path / f"{page.stem}.py"
     script.write_text(page_code(page))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, f"{page.name} examples failed:\n{result.stderr[-3000:]}"
 
 
@@ -48,7 +49,7 @@ def test_readme_python_blocks_run_as_written(tmp_path):
     script = tmp_path / "readme.py"
     script.write_text(code)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, f"README example failed:\n{result.stderr[-3000:]}"
 
 

@@ -13,6 +13,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,7 @@ from clipadapt.engine import (
 )
 from clipadapt.engine import checkpoint as checkpoint_module
 from clipadapt.engine.metrics import topk_correct
+from hang_guard import HANG_GUARD_S
 
 NUM_CLASSES, FRAMES, SIZE, POISON = 3, 2, 4, 1e9
 HERE = Path(__file__).resolve()
@@ -319,12 +322,12 @@ def test_non_finite_loss_stops_naming_step_and_head_and_keeps_the_last_checkpoin
     assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 6)
 
 
-def _run_script(args: dict, *, torchrun: int = 0, timeout: float = 120) -> subprocess.CompletedProcess:
+def _run_script(args: dict, *, torchrun: int = 0) -> subprocess.CompletedProcess:
     command = [sys.executable, str(HERE), json.dumps(args)]
     if torchrun:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", str(HERE), json.dumps(args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
 
 
 RESUME_ARGS = {"schedule": {"epochs": 3, "checkpoint_every": 2}, "data": {"accumulate": 2}}
@@ -369,6 +372,7 @@ def _main(args: dict) -> None:
     kill_at_step = args.pop("kill_at_step", None)
     interrupt_at_step = args.pop("interrupt_at_step", None)  # a real SIGINT while that step runs
     hang_rank, hang_at_step = args.pop("hang_rank", None), args.pop("hang_at_step", None)
+    hang_timeout = args.pop("hang_timeout", 4)  # seconds a collective waits for the hung rank
     dropout = args.pop("dropout", 0.2)
     recipe = make_recipe(args.pop("output_dir"), **args)
 
@@ -382,10 +386,13 @@ def _main(args: dict) -> None:
         def _train_batch(self, batch, index):
             if self.step == interrupt_at_step:
                 os.kill(os.getpid(), signal.SIGINT)
-            if self.step == hang_at_step and self.rank == hang_rank:
-                import time
-
-                time.sleep(600)
+            if self.step == hang_at_step:
+                # the short timeout under test holds from this step on; the steps before it ran
+                # under the launch's default (300 s), so a loaded machine cannot trip it early
+                os.environ["CLIPADAPT_DIST_TIMEOUT"] = str(hang_timeout)
+                torch.distributed.set_timeout(timedelta(seconds=hang_timeout))
+                if self.rank == hang_rank:
+                    threading.Event().wait()  # never set: this rank does not answer again
             return super()._train_batch(batch, index)
 
     make_trainer(recipe, dropout=dropout, distributed=distributed, trainer_class=KilledTrainer).fit()

@@ -167,7 +167,18 @@ def test_open_clip_text_without_a_causal_mask_is_refused_and_a_timm_trunk_visual
     )
     with pytest.raises(UnsupportedModelError, match="pools by 'last' without a causal mask"):
         detect(clip).text(clip)
-    with pytest.raises(ValueError, match="timm trunks \\(EVA, SigLIP\\) are not covered"):
+    assert len(get_tower(clip, "visual").blocks) == len(clip.visual.trunk.blocks)  # the timm trunk's
+
+
+def test_an_open_clip_timm_trunk_that_is_not_a_vit_is_refused_naming_it():
+    import open_clip
+
+    clip = open_clip.CustomTextCLIP(
+        embed_dim=32,
+        vision_cfg=dict(timm_model_name="convnext_atto", timm_model_pretrained=False, timm_pool="", image_size=32),
+        text_cfg=dict(context_length=16, vocab_size=100, width=32, layers=1, heads=2),
+    )
+    with pytest.raises(ValueError, match="around a timm ConvNeXt, not a transformer of patch tokens"):
         get_tower(clip, "visual")
 
 

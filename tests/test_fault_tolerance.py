@@ -7,10 +7,10 @@ The engine tests use the stand-in model of ``test_engine``; the end-to-end ones 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +34,7 @@ from clipadapt.engine.checkpoint import (
 )
 from clipadapt.engine.metrics import MetricLogger, read_records
 from test_engine import TinyVideoModel, _run_script, final_weights, make_recipe, make_trainer
+from hang_guard import HANG_GUARD_S
 
 runner = CliRunner()
 DATA_STATUS = ("generated the synthetic dataset in ", "reusing the synthetic dataset already in ")
@@ -132,16 +133,24 @@ def test_retrain_trains_a_finished_run_again(finished_run, tmp_path):
     assert json.loads((copy / "results.json").read_text())["top1"] != 0.0123
 
 
+@contextlib.contextmanager
+def live_process():
+    """A process that runs until the block ends: it reads its stdin, which the block closes at the
+    end (a sleep of some seconds would let the process die early on a loaded machine)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait()
+
+
 def test_a_second_run_into_a_locked_output_dir_gets_one_line(finished_run, tmp_path):
     run_dir, args = finished_run
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
+    with live_process() as holder:
         (tmp_path / ".clipadapt.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "t"}))
         args = [a if not a.startswith("output_dir=") else f"output_dir={tmp_path}" for a in args]
         result = runner.invoke(app, args)
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.exit_code == 1
     assert f"in use by pid {holder.pid}" in result.output and len(error_lines(result.output)) == 1
 
@@ -213,15 +222,11 @@ def test_a_checkpoint_is_never_written_from_non_finite_weights(tmp_path):
 
 
 def test_output_dir_lock_refuses_a_live_holder_and_replaces_a_stale_one(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     lock = tmp_path / ".clipadapt.lock"
-    try:
+    with live_process() as holder:
         lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "then"}))
         with pytest.raises(OutputDirLockedError, match=rf"in use by pid {holder.pid} on {socket.gethostname()}"):
             make_trainer(make_recipe(tmp_path)).fit()
-    finally:
-        holder.kill()
-        holder.wait()
     with pytest.warns(UserWarning, match=rf"stale lock .* pid {holder.pid}, which no longer runs"):
         with output_dir_lock(tmp_path):
             assert json.loads(lock.read_text())["pid"] == os.getpid()
@@ -245,6 +250,7 @@ def test_resuming_with_a_changed_lr_is_refused_printing_the_diff_unless_allowed(
 def test_a_fresh_run_never_leaves_an_earlier_runs_best_checkpoint(tmp_path):
     make_trainer(make_recipe(tmp_path, schedule={"epochs": 1})).fit()
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    (tmp_path / "checkpoints" / "last.pt").unlink()  # else a fresh start is refused (it would overwrite it)
     fresh = make_trainer(make_recipe(tmp_path, schedule={"epochs": 1}, resume=None))
     fresh.val_loader = None  # this run evaluates nothing, so it has no best
     fresh.fit()
@@ -608,12 +614,9 @@ def test_ctrl_c_prints_the_resume_command(monkeypatch):
 
 
 def test_a_hung_rank_is_named_after_the_process_group_timeout(tmp_path):
-    os.environ["CLIPADAPT_DIST_TIMEOUT"] = "4"
-    try:
-        hung = _run_script({"output_dir": str(tmp_path), "schedule": {"epochs": 1}, "hang_rank": 1, "hang_at_step": 2},
-                           torchrun=2, timeout=150)
-    finally:
-        del os.environ["CLIPADAPT_DIST_TIMEOUT"]
+    """Rank 1 stops answering at step 2, from which on the timeout is 4 s (see test_engine._main)."""
+    hung = _run_script({"output_dir": str(tmp_path), "schedule": {"epochs": 1}, "hang_rank": 1, "hang_at_step": 2,
+                        "hang_timeout": 4}, torchrun=2)
     assert hung.returncode != 0
     assert "CollectiveTimeoutError: rank 0: a collective waited more than 4 s" in hung.stderr, hung.stderr[-3000:]
     assert "rank(s) that did not respond: 1" in hung.stderr
@@ -626,7 +629,7 @@ def test_ffmpeg_and_decord_noise_is_not_printed_around_the_one_line_error(finish
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "clipadapt.cli", "predict", str(run_dir / "checkpoints" / "last.pt"), str(broken)],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
     assert done.returncode == 1
     assert done.stdout.strip().splitlines() == [line for line in done.stdout.strip().splitlines() if str(broken) in line]
     assert len(done.stdout.strip().splitlines()) == 1, done.stdout
@@ -638,7 +641,7 @@ def test_only_decoder_lines_are_dropped_from_native_stderr():
               "    os.write(2, b'[mov,mp4,m4a @ 0x55c0] moov atom not found\\n')\n"
               "    os.write(2, b'[06:29:20] /src/video/video_reader.cc:83: ERROR opening: x.mp4\\n')\n"
               "    os.write(2, b'a native warning that stays\\n')\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "a native warning that stays\n"
 

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import gpu_suite  # noqa: E402
+from hang_guard import HANG_GUARD_S
 
 ABSENT_ON_THE_GPU_MACHINE = ["av", "decord", "fvcore", "torchcodec"]
 
@@ -79,7 +80,7 @@ def test_cpu_smoke_mode_runs_without_the_packages_the_gpu_machine_lacks(tmp_path
     out = tmp_path / "suite.json"
     code = BLOCKER.format(absent=ABSENT_ON_THE_GPU_MACHINE, out=str(out), benchmarks=str(BENCHMARKS),
                           script=str(BENCHMARKS / "gpu_suite.py"))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S,
                             env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())

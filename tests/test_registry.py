@@ -128,3 +128,81 @@ def test_a_plugin_family_is_a_valid_model_family_and_a_misspelt_one_is_named(tmp
     assert clipadapt.describe(build_clip(recipe.model.model_dump()))["family"] == "open_clip"
     with pytest.raises(RecipeError, match=r"model\.family: unknown backbone 'plugin_clp'.*Did you mean 'plugin_clip'"):
         load_recipe("quickstart", [plugin, "model.family=plugin_clp"])
+
+
+BUILTIN_PACKAGES = ("clipadapt.backbones", "clipadapt.adapters", "clipadapt.adapters.temporal_pool", "clipadapt.heads",
+                    "clipadapt.data.recipe", "clipadapt.engine.optim", "clipadapt.engine.precision")
+REGISTERED = """
+import importlib, json, sys
+from clipadapt import registry
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+tables = {kind: getattr(registry, kind) for kind in ("ADAPTERS", "HEADS", "BACKBONES", "DATASETS", "POOLINGS",
+                                                     "TRANSFORMS", "OPTIMIZERS", "PRECISIONS")}
+print(json.dumps({kind: [[name, obj.__module__] for name, obj in table._items.items()] for kind, table in tables.items()}))
+"""
+
+
+def test_the_table_of_builtin_names_is_what_the_builtin_modules_register():
+    """A fresh process imports the built-in packages as `import clipadapt` once did and reads what
+    their decorators registered, in order; the registries' table of names must say the same."""
+    import json
+    import subprocess
+    import sys
+
+    from hang_guard import HANG_GUARD_S
+
+    from clipadapt import registry
+
+    done = subprocess.run([sys.executable, "-c", REGISTERED, *BUILTIN_PACKAGES], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S, check=True)
+    registered = json.loads(done.stdout)
+    for kind, entries in registered.items():
+        assert [list(entry) for entry in getattr(registry, kind).builtin_modules.items()] == entries, kind
+
+
+def test_listing_a_builtin_summary_reads_the_docstring_the_object_has():
+    from clipadapt import registry
+
+    for table in (registry.ADAPTERS, registry.HEADS, registry.BACKBONES):
+        fresh = Registry(table.kind, table.builtin_modules)  # nothing imported through it: read from the source
+        for name in table.builtin_modules:
+            assert fresh.summary(name) == table.get(name).__doc__.strip().splitlines()[0], name
+
+
+PLUGIN_BEFORE_BUILTINS = """
+import sys
+import clipadapt
+assert "clipadapt.adapters.ted" not in sys.modules
+
+@clipadapt.register_adapter("mine")
+class Mine:
+    '''a plugin adapter'''
+
+print([name for name, _ in clipadapt.ADAPTERS.items_in_order()])
+try:
+    clipadapt.register_adapter("ted")(Mine)
+except ValueError as error:
+    print(error)
+"""
+
+
+def test_a_plugin_registered_first_comes_after_the_builtins_and_cannot_take_their_names():
+    import subprocess
+    import sys
+
+    from hang_guard import HANG_GUARD_S
+
+    done = subprocess.run([sys.executable, "-c", PLUGIN_BEFORE_BUILTINS], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
+    assert done.returncode == 0, done.stderr
+    order, refusal = done.stdout.splitlines()
+    assert order == str([*clipadapt.ADAPTERS.builtin_modules, "mine"])
+    assert refusal.startswith("adapter 'ted' is already registered")
+
+
+def test_an_unknown_builtin_module_entry_is_a_loud_error():
+    broken = Registry("thing", {"ghost": "clipadapt.registry"})  # that module registers no "ghost"
+    assert "ghost" in broken.names()
+    with pytest.raises(RuntimeError, match=r"built-in thing\(s\) not registered by their modules: \{'ghost'"):
+        broken.get("ghost")

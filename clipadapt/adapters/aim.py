@@ -159,6 +159,7 @@ class AIMAdapter(Adapter):
         temporal_embedding_layer: int | None = 0,
     ) -> nn.Module:
         if site == "pre_attn":
+            tower.blocks[layer].refuse("attend", f"aim's temporal part (site pre_attn) in {tower.name} block {layer}")
             if temporal_embedding_layer is not None and not -len(tower.blocks) <= temporal_embedding_layer < len(tower.blocks):
                 raise ValueError(
                     f"aim temporal_embedding_layer={temporal_embedding_layer} is not a block of the "

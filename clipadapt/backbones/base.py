@@ -47,6 +47,11 @@ class Block:
             block's attention with keys and values from `memory`; ``None`` where the family's
             attention cannot take them apart.
         projections: the attention's projection weights (LoRA's targets).
+        refusals: what cannot be done exactly on this block's layout, and why: a site name
+            (``mlp_parallel`` on a post-norm block, whose MLP reads the residual stream with no
+            norm of its own) or ``attend`` (re-running the attention alone, e.g. on temporal
+            tokens, where it rotates queries and keys by their patch position). The engine
+            refuses such an injection with the reason.
     """
 
     module: nn.Module
@@ -58,6 +63,17 @@ class Block:
     attend: Callable[[torch.Tensor], torch.Tensor]
     cross_attend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     projections: tuple[Projection, ...] = ()
+    refusals: dict[str, str] = field(default_factory=dict)
+
+    def refuse(self, what: str, who: str) -> None:
+        """Raise the one-line refusal of `what` (a site or ``attend``) for `who`, if there is one.
+
+        Example:
+            >>> block.refuse("mlp_parallel", "adapter 'aim' in visual block 3")
+        """
+        reason = self.refusals.get(what)
+        if reason:
+            raise ValueError(f"{who}: {what} is not exact on this {type(self.module).__name__}: {reason}")
 
 
 @dataclass(eq=False)
@@ -286,18 +302,31 @@ def fingerprint(model: nn.Module, skip: Callable[[str], bool] = lambda name: Fal
 
 
 def describe(model: nn.Module) -> dict:
-    """Towers, blocks, widths, layout, CLS index, patch grid and sites of a model, as a dict."""
+    """Towers, blocks, widths, layout, CLS index, patch grid and sites of a model, as a dict.
+
+    ``sites`` are those every block of the tower holds exactly; ``refused`` names what some block
+    refuses (a site, or ``attend``: re-running its attention alone) and why.
+
+    Example:
+        >>> describe(clip)["towers"]["visual"]["sites"]
+        ['pre_attn', 'attn_out', 'pre_mlp', 'mlp_parallel', 'post_block']
+    """
+    def refused(tower: Tower) -> dict[str, str]:
+        return {what: why for block in tower.blocks for what, why in block.refusals.items()}
+
     return {
         "family": detect(model).family,
         "towers": {
             name: {
                 "blocks": len(t.blocks),
+                "block": type(t.blocks[0].module).__name__ if t.blocks else "-",
                 "width": t.width,
                 "layout": t.layout,
                 "cls_index": t.cls_index,
                 "prefix_tokens": t.num_prefix_tokens,
                 "grid": t.grid,
-                "sites": list(SITES),
+                "sites": [site for site in SITES if site not in refused(t)],
+                "refused": refused(t),
             }
             for name, t in towers_of(model).items()
         },

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
-from clipadapt.backbones.base import Tower
+from clipadapt.backbones.base import Tower, first_tensor
 
 
 @dataclass
@@ -44,12 +44,64 @@ class VisualEncoder:
     Attributes:
         tower: the visual `Tower`.
         encode: images ``(N, 3, H, W)`` -> frame embeddings ``(N, E)`` (the model's own encoder).
-        final_norm: the norm the model applies to the class token after the last block.
+        final_norm: the norm the model applies to its pooled frame feature before the
+            projection: to the class token (CLIP's ``ln_post``), or after a pooling of its own
+            (timm's ``fc_norm``, an identity after SigLIP's attention pool).
         embed_dim: E.
+        pooled_at: for towers that do not pool by the class token (SigLIP's and PE-Core's
+            attention pool, average pooling), the module whose input is the pooled frame feature
+            ``(N, W)``, before `final_norm`; ``None`` where the feature is the class token of the
+            last block.
     """
 
-    def __init__(self, tower: Tower, encode: Callable[[torch.Tensor], torch.Tensor], final_norm: nn.Module, embed_dim: int):
+    def __init__(self, tower: Tower, encode: Callable[[torch.Tensor], torch.Tensor], final_norm: nn.Module,
+                 embed_dim: int, pooled_at: nn.Module | None = None):
         self.tower, self.encode, self.final_norm, self.embed_dim = tower, encode, final_norm, int(embed_dim)
+        self.pooled_at = pooled_at
+
+    @property
+    def has_pooled(self) -> bool:
+        """Whether the tower has a pooled frame feature (a class token or a pooling of its own)."""
+        return self.pooled_at is not None or self.tower.cls_index is not None
+
+    def keep_pooled(self) -> "PooledKeeper | None":
+        """Start keeping the pooled frame feature ``(N, W)`` of every forward (before
+        `final_norm`); ``None`` for a tower without one. Call ``remove()`` on the keeper when done.
+
+        Example:
+            >>> keeper = visual.keep_pooled(); visual.encode(images); keeper.remove(); keeper.value.shape
+            torch.Size([8, 768])
+        """
+        if self.pooled_at is not None:
+            keeper = PooledKeeper(None, False)
+            keeper.handle = self.pooled_at.register_forward_pre_hook(keeper.before_module)
+        elif self.tower.cls_index is not None:
+            keeper = PooledKeeper(self.tower.cls_index, self.tower.seq_first)
+            keeper.handle = self.tower.blocks[-1].module.register_forward_hook(keeper.after_block)
+        else:
+            return None
+        return keeper
+
+
+@dataclass(eq=False)
+class PooledKeeper:
+    """Forward hooks that keep a frame's pooled feature: the class token of the last block's
+    output (at `index`), or the input of the module the pooled feature goes into."""
+
+    index: int | None
+    seq_first: bool
+    value: torch.Tensor | None = None
+    handle: object = None
+
+    def after_block(self, module, args, output):
+        tokens = first_tensor(output)
+        self.value = tokens[self.index] if self.seq_first else tokens[:, self.index]
+
+    def before_module(self, module, args):
+        self.value = args[0]
+
+    def remove(self) -> None:
+        self.handle.remove()
 
 
 class TextEncoder:

@@ -3,10 +3,13 @@ or a bare ``VisionTransformer`` / ``TextTransformer``. Blocks are ``ResidualAtte
 (``nn.MultiheadAttention``, batch-first) or ``CustomResidualAttentionBlock`` (open_clip's own
 ``Attention``); both end their attention branch with the layer scale ``ls_1``.
 
-Covered: the OpenAI-layout configs (ViT-*, ViT-*-quickgelu, MetaCLIP's, DataComp's). Visual
-towers that are timm trunks (EVA, SigLIP configs) are not ``resblocks`` and are refused with a
-message; text towers without a causal mask and end-of-text pooling (SigLIP's) are refused by
-the text encoder.
+Covered: the OpenAI-layout configs (ViT-*, ViT-*-quickgelu, MetaCLIP's, DataComp's), and the
+configs whose visual is a ``TimmModel`` around a timm ViT or Eva trunk (SigLIP, SigLIP2, EVA01/02,
+PE-Core, MobileCLIP-B/2-B/2-L, ViTamin, the timm-named ViTs): their visual tower is the trunk's
+blocks as `clipadapt.backbones.timm` lays them out, the image path is open_clip's own
+(``encode_image``: trunk, its pooling and head, then ``TimmModel.head``). Other trunks (ConvNeXt,
+FastViT, Swin) are refused with a message; text towers without a causal mask and end-of-text
+pooling (SigLIP's) are refused by the text encoder.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedMode
 from clipadapt.backbones.encoders import TextEncoder, VisualEncoder, parameters_of, project_with
 from clipadapt.backbones.hub import open_clip_text_kwargs
 from clipadapt.backbones.tiny import TinyConfig
+from clipadapt.backbones.timm import is_timm_vit, pooled_feature, timm_tower
 from clipadapt.registry import register_backbone
 
 
@@ -97,8 +101,12 @@ def resblock_towers(model: nn.Module, make_block) -> dict[str, Tower]:
     towers = {}
     if is_vision(model):
         return {"visual": tower("visual", model, model.transformer)}
+    if is_timm_visual(model):
+        return {"visual": timm_tower(model.trunk, root=model)}
     if has(model, "visual") and is_vision(model.visual):
         towers["visual"] = tower("visual", model.visual, model.visual.transformer)
+    elif has(model, "visual") and is_timm_visual(model.visual):
+        towers["visual"] = timm_tower(model.visual.trunk, root=model.visual)
     if has(model, "token_embedding", "transformer") and has(model.transformer, "resblocks"):
         towers["text"] = tower("text", model, model.transformer)
     elif has(model, "text") and has(model.text, "token_embedding", "transformer"):
@@ -108,6 +116,24 @@ def resblock_towers(model: nn.Module, make_block) -> dict[str, Tower]:
 
 def is_vision(module: nn.Module) -> bool:
     return has(module, "conv1", "class_embedding", "transformer") and has(module.transformer, "resblocks")
+
+
+def is_timm_visual(module: nn.Module) -> bool:
+    """Whether `module` is open_clip's ``TimmModel`` (a timm ``trunk`` and a ``head``) around a
+    timm ViT or Eva."""
+    return has(module, "trunk", "head") and is_timm_vit(module.trunk)
+
+
+def timm_visual(model: nn.Module, tower: Tower) -> VisualEncoder:
+    """Frame embeddings by the model's ``encode_image`` (trunk, its pooling and head, then
+    ``TimmModel.head``); the pooled feature and its norm as the trunk has them (`pooled_feature`)."""
+    root = tower.module
+    linears = [m for m in root.head.modules() if isinstance(m, nn.Linear)]
+    last = linears[-1] if linears else root.trunk.head
+    embed_dim = last.out_features if isinstance(last, nn.Linear) else root.trunk.num_features
+    final_norm, pooled_at = pooled_feature(root.trunk)
+    encode = model.encode_image if hasattr(model, "encode_image") else root
+    return VisualEncoder(tower, encode, final_norm, embed_dim, pooled_at=pooled_at)
 
 
 def first_block(model: nn.Module) -> nn.Module | None:
@@ -189,18 +215,21 @@ def quiet_root_logger(level: int = logging.ERROR):
 
 @register_backbone("open_clip")
 class OpenCLIPSpec(BackboneSpec):
-    """open_clip CLIP, CustomTextCLIP, VisionTransformer or TextTransformer (batch-first)."""
+    """open_clip CLIP, CustomTextCLIP, VisionTransformer or TextTransformer, visual timm ViT/Eva trunks (SigLIP, EVA, PE-Core)."""
 
     family = "open_clip"
     looks_for = (
         "visual.transformer.resblocks and/or transformer.resblocks (or text.transformer.resblocks) "
-        "whose blocks have ln_1, attn, ls_1, ln_2, mlp, ls_2"
+        "whose blocks have ln_1, attn, ls_1, ln_2, mlp, ls_2, or a visual TimmModel (trunk, head) "
+        "around a timm VisionTransformer or Eva"
     )
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         block = first_block(model)
-        return block is not None and has(block, "ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2")
+        if block is not None and has(block, "ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2"):
+            return True
+        return is_timm_visual(model) or (has(model, "visual", "encode_image") and is_timm_visual(model.visual))
 
     @classmethod
     def towers(cls, model: nn.Module) -> dict[str, Tower]:
@@ -209,11 +238,12 @@ class OpenCLIPSpec(BackboneSpec):
     @classmethod
     def why_not(cls, model: nn.Module, tower: str) -> str:
         visual = getattr(model, "visual", None)
-        if tower == "visual" and visual is not None and not is_vision(visual):
+        if tower == "visual" and visual is not None and not is_vision(visual) and not is_timm_visual(visual):
             trunk = getattr(visual, "trunk", None)
             inner = f" around a timm {type(trunk).__name__}" if trunk is not None else ""
-            return (f"its visual is a {type(visual).__name__}{inner}, not a VisionTransformer of resblocks; "
-                    "open_clip configs with timm trunks (EVA, SigLIP) are not covered")
+            return (f"its visual is a {type(visual).__name__}{inner}, not a transformer of patch tokens; "
+                    "covered are open_clip's VisionTransformer (resblocks) and timm trunks of "
+                    "VisionTransformer or Eva blocks")
         if tower == "text":  # a Hugging Face text model (open_clip's HFTextEncoder: RoBERTa, XLM-R, mT5, NLLB)
             from clipadapt.backbones.hf import text_refusal
 
@@ -222,7 +252,8 @@ class OpenCLIPSpec(BackboneSpec):
 
     @classmethod
     def visual(cls, model: nn.Module) -> VisualEncoder:
-        return resblock_visual(model, get_tower(model, "visual"))
+        tower = get_tower(model, "visual")
+        return timm_visual(model, tower) if is_timm_visual(tower.module) else resblock_visual(model, tower)
 
     @classmethod
     def text(cls, model: nn.Module) -> TextEncoder:

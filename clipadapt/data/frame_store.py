@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from .video import VideoError
+from .probe import VideoError  # not from .video, which imports this module
 
 __all__ = [
     "SUFFIX",

@@ -18,7 +18,6 @@ import math
 from typing import Callable, Sequence
 
 import torch
-import torchvision.transforms.v2.functional as F
 
 __all__ = [
     "CLIP_MEAN",
@@ -62,8 +61,16 @@ def _size(clip: torch.Tensor) -> tuple[int, int]:
     return clip.shape[-2], clip.shape[-1]
 
 
+def _vision():
+    """torchvision's functional transforms, imported at the first transform: importing them costs
+    about a second, which `clipadapt validate` and the recipe checks do not need to pay."""
+    import torchvision.transforms.v2.functional
+
+    return torchvision.transforms.v2.functional
+
+
 def _resize(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return F.resize(clip, [height, width], antialias=True)
+    return _vision().resize(clip, [height, width], antialias=True)
 
 
 def _resize_short_side(clip: torch.Tensor, short_side: int) -> torch.Tensor:
@@ -248,7 +255,7 @@ _FILL = [124, 116, 104]  # ImageNet mean in 0..255, the fill timm uses for geome
 
 
 def _solarize(clip, threshold):
-    return clip if threshold > 255 else F.solarize(clip, threshold)
+    return clip if threshold > 255 else _vision().solarize(clip, threshold)
 
 
 def _solarize_add(clip, amount):
@@ -257,7 +264,7 @@ def _solarize_add(clip, amount):
 
 
 def _affine(clip, *, angle=0.0, translate=(0, 0), shear=(0.0, 0.0)):
-    return F.affine(clip, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=_FILL)
+    return _vision().affine(clip, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), fill=_FILL)
 
 
 def _shear_degrees(level):
@@ -267,17 +274,17 @@ def _shear_degrees(level):
 # name -> (needs a random sign, level (0..10) -> argument, apply(clip, argument)).
 # Magnitudes follow timm's RandAugment ("rand-m7-n4-mstd0.5").
 _RAND_OPS = {
-    "AutoContrast": (False, lambda m: None, lambda c, a, h, w: F.autocontrast(c)),
-    "Equalize": (False, lambda m: None, lambda c, a, h, w: F.equalize(c)),
-    "Invert": (False, lambda m: None, lambda c, a, h, w: F.invert(c)),
+    "AutoContrast": (False, lambda m: None, lambda c, a, h, w: _vision().autocontrast(c)),
+    "Equalize": (False, lambda m: None, lambda c, a, h, w: _vision().equalize(c)),
+    "Invert": (False, lambda m: None, lambda c, a, h, w: _vision().invert(c)),
     "Rotate": (True, lambda m: 30.0 * m / 10, lambda c, a, h, w: _affine(c, angle=a)),
-    "Posterize": (False, lambda m: int(4 * m / 10), lambda c, a, h, w: F.posterize(c, a)),
+    "Posterize": (False, lambda m: int(4 * m / 10), lambda c, a, h, w: _vision().posterize(c, a)),
     "Solarize": (False, lambda m: int(256 * m / 10), lambda c, a, h, w: _solarize(c, a)),
     "SolarizeAdd": (False, lambda m: int(110 * m / 10), lambda c, a, h, w: _solarize_add(c, a)),
-    "Color": (False, lambda m: 1.8 * m / 10 + 0.1, lambda c, a, h, w: F.adjust_saturation(c, a)),
-    "Contrast": (False, lambda m: 1.8 * m / 10 + 0.1, lambda c, a, h, w: F.adjust_contrast(c, a)),
-    "Brightness": (False, lambda m: 1.8 * m / 10 + 0.1, lambda c, a, h, w: F.adjust_brightness(c, a)),
-    "Sharpness": (False, lambda m: 1.8 * m / 10 + 0.1, lambda c, a, h, w: F.adjust_sharpness(c, a)),
+    "Color": (False, lambda m: 1.8 * m / 10 + 0.1, lambda c, a, h, w: _vision().adjust_saturation(c, a)),
+    "Contrast": (False, lambda m: 1.8 * m / 10 + 0.1, lambda c, a, h, w: _vision().adjust_contrast(c, a)),
+    "Brightness": (False, lambda m: 1.8 * m / 10 + 0.1, lambda c, a, h, w: _vision().adjust_brightness(c, a)),
+    "Sharpness": (False, lambda m: 1.8 * m / 10 + 0.1, lambda c, a, h, w: _vision().adjust_sharpness(c, a)),
     "ShearX": (True, lambda m: 0.3 * m / 10, lambda c, a, h, w: _affine(c, shear=(_shear_degrees(a), 0.0))),
     "ShearY": (True, lambda m: 0.3 * m / 10, lambda c, a, h, w: _affine(c, shear=(0.0, _shear_degrees(a)))),
     "TranslateXRel": (True, lambda m: 0.45 * m / 10, lambda c, a, h, w: _affine(c, translate=(round(a * w), 0))),

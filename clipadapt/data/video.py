@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from clipadapt.data.frame_store import SUFFIX, FrameStoreReader
 from clipadapt.data.probe import (
     AUTO_ORDER,
     DEFAULT_FOLDER_FPS,
@@ -388,9 +389,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto"):
     # The one place that chooses a reader: a frame folder, or a video file by backend.
     if path.is_dir():
         return FrameFolderReader(path)
-    if path.suffix == ".frames":  # a frame store written by `clipadapt prepare`, whatever the backend
-        from .frame_store import FrameStoreReader
-
+    if path.suffix == SUFFIX:  # a frame store written by `clipadapt prepare`, whatever the backend
         return FrameStoreReader(path)
     probe = probe_video(path)
     if backend != "auto":

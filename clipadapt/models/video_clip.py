@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from clipadapt.adapters import temporal_pool  # noqa: F401  (registers the built-in poolings)
 from clipadapt.attention import efficient_attention as use_efficient_attention
 from clipadapt.backbones import UnsupportedModelError, detect
-from clipadapt.backbones.base import first_tensor
 from clipadapt.heads.base import HeadContext, HeadInputs
 from clipadapt.heads.decoder import MultiTaskDecoder, fuse
 from clipadapt.inject import frames as frames_context
@@ -33,26 +32,14 @@ class VideoFeatures:
     Attributes:
         frames: per-frame embeddings after temporal pooling's residual, ``(B, T, E)``.
         video: pooled, L2-normalised video embeddings, ``(B, E)``.
-        cls: frame-mean raw class token of the last visual block (before the final norm),
-            ``(B, W)``; ``None`` for a tower without a class token.
+        cls: frame-mean pooled frame feature before the final norm, ``(B, W)``: the raw class
+            token of the last visual block, or the model's own pooling where it does not pool by
+            the class token (SigLIP's attention pool); ``None`` for a tower with neither.
     """
 
     frames: torch.Tensor
     video: torch.Tensor
     cls: torch.Tensor | None
-
-
-@dataclass(eq=False)
-class ClassTokenKeeper:
-    """A forward hook on the last visual block that keeps its class token ``(N, W)``."""
-
-    index: int
-    seq_first: bool
-    cls: torch.Tensor | None = None
-
-    def __call__(self, module, args, output):
-        tokens = first_tensor(output)
-        self.cls = tokens[self.index] if self.seq_first else tokens[:, self.index]
 
 
 class VideoCLIP(nn.Module):
@@ -209,7 +196,7 @@ class VideoCLIP(nn.Module):
             embed_dim=self.embed_dim,
             visual_width=self.visual_width,
             visual_norm=self.visual.final_norm,
-            has_cls=self.visual_tower.cls_index is not None,
+            has_cls=self.visual.has_pooled,
             text=self.text,
             no_text_reason=self.no_text_reason if self.text is None else "",
         )
@@ -287,18 +274,16 @@ class VideoCLIP(nn.Module):
         if video.dim() != 5:
             raise ValueError(f"videos must be (B, T, 3, H, W), got shape {tuple(video.shape)}")
         batch, num_frames = video.shape[:2]
-        tower = self.visual_tower
-        keep = ClassTokenKeeper(tower.cls_index, tower.seq_first) if tower.cls_index is not None else None
-        handle = tower.blocks[-1].module.register_forward_hook(keep) if keep else None
+        keep = self.visual.keep_pooled()  # the pooled frame feature (class token or the model's own pooling)
         try:
             with frames_context(self.clip, num_frames):
                 per_frame = self.encode_frames(video.flatten(0, 1))  # (B·T, E)
         finally:
-            if handle is not None:
-                handle.remove()
+            if keep is not None:
+                keep.remove()
         per_frame = rearrange(per_frame, "(b t) e -> b t e", b=batch)
         per_frame, pooled = self.pooling(per_frame.to(self.pooling_dtype()))
-        cls = None if keep is None else rearrange(keep.cls, "(b t) w -> b t w", b=batch).mean(dim=1)
+        cls = None if keep is None else rearrange(keep.value, "(b t) w -> b t w", b=batch).mean(dim=1)
         return VideoFeatures(frames=per_frame, video=F.normalize(pooled, dim=-1), cls=cls)
 
     def pooling_dtype(self) -> torch.dtype:

@@ -146,16 +146,11 @@ def import_plugins(modules: Any) -> list[Error]:
 
 
 def registries() -> dict:
-    """The registries recipe names are looked up in, with the built-in entries registered."""
-    import clipadapt
-    import clipadapt.adapters.temporal_pool  # noqa: F401  (poolings)
-    import clipadapt.data.recipe  # noqa: F401  (datasets and training transforms)
-    import clipadapt.engine.optim  # noqa: F401  (optimisers)
-    import clipadapt.engine.precision  # noqa: F401  (precisions)
-    import clipadapt.heads  # noqa: F401  (heads)
+    """The registries recipe names are looked up in (each knows its built-in names and imports
+    their modules on first use of an entry)."""
     from clipadapt import registry
 
-    return {"adapters": clipadapt.ADAPTERS, "heads": clipadapt.HEADS, "datasets": registry.DATASETS,
+    return {"adapters": registry.ADAPTERS, "heads": registry.HEADS, "datasets": registry.DATASETS,
             "poolings": registry.POOLINGS, "transforms": registry.TRANSFORMS, "optimizers": registry.OPTIMIZERS,
             "precisions": registry.PRECISIONS, "backbones": registry.BACKBONES}
 
