@@ -1,7 +1,7 @@
 """The hooks that realise the sites of one block, and the per-call state they share.
 
-Each block with adapters gets the `CaptureInput` pre-hooks (on the block and on its ``ln_1``) and, per site in use, one
-`SiteDispatcher`: ``pre_attn`` is a pre-hook on the block; ``attn_out`` and ``pre_mlp`` are
+Each block with adapters gets the `CaptureInput` pre-hooks (on the block and its ``ln_1``) and,
+per site in use, one `SiteDispatcher`: ``pre_attn`` is a pre-hook on the block; ``attn_out`` and ``pre_mlp`` are
 forward hooks on the module that ends the attention branch (``attn_out`` first, so ``pre_mlp``
 sees the corrected branch; ``pre_mlp`` corrects it to ``out + A(x_in + out)`` with the block
 input ``x_in`` captured on the same call); ``mlp_parallel`` is a forward hook on the MLP;
@@ -151,12 +151,11 @@ class CaptureInput:
 
     def block(self, module, args, kwargs):
         x = _first_input(args, kwargs)
-        call = None
-        if not torch.compiler.is_compiling():
-            call = getattr(x, CALL_TAG, None) if recomputing() else None
-        if call is None:
+        compiling = torch.compiler.is_compiling()
+        call = getattr(x, CALL_TAG, None) if not compiling and recomputing() else None
+        if call is None:  # a forward call (or a recomputation given a copy of its input: its state is the model's now)
             call = CallState(self.state.num_frames, self.state.routing, self.state.active)
-            if not torch.compiler.is_compiling():
+            if not compiling:
                 setattr(x, CALL_TAG, call)
         self.bstate.enter(call, x)
 
