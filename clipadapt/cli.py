@@ -534,6 +534,8 @@ def zeroshot(
     checkpoint: str = typer.Argument(None, metavar="[CHECKPOINT]", help="a training checkpoint; none: the recipe's model untrained"),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides"),
     splits: str = typer.Option("1,2,3", help="comma-separated official splits (UCF101, HMDB51)"),
+    frozen: bool = typer.Option(False, "--frozen", help="score CHECKPOINT's model with its adapters disabled and frame-mean "
+                                "pooling: the frozen-CLIP baseline of that run (without CHECKPOINT the recipe's CLIP is frozen already)"),
 ) -> None:
     """Classify the videos of new classes without retraining; mean ± population std over splits."""
     from clipadapt.engine.tasks import zero_shot
@@ -546,8 +548,9 @@ def zeroshot(
     from clipadapt.recipes import dataset_source
 
     chosen = [int(s) for s in splits.split(",") if s.strip()] if dataset_source(loaded).official_splits else [loaded.data.split]
-    result = zero_shot(loaded, checkpoint, chosen)
-    table = Table(title=f"{loaded.name}: zero-shot")
+    result = zero_shot(loaded, checkpoint, chosen, frozen=frozen)
+    what = "the frozen CLIP" if checkpoint is None else "frozen baseline, adapters disabled" if frozen else "adapted"
+    table = Table(title=f"{loaded.name}: zero-shot, {what}")
     with_top5 = all(m.get("num_classes", 6) > 5 for m in result["splits"].values())
     for column in ("split", "videos", "top-1", *(["top-5"] if with_top5 else [])):
         table.add_column(column)

@@ -1,4 +1,9 @@
-"""The injection engine: sites, hooks, the injection record and the ``frames`` context.
+"""The injection engine: the `Adapter` base class, `inject`, the injection record and `eject`.
+
+The hooks live in `clipadapt.sites`, what an adapter is told besides its input (``ctx``, and T
+through ``frames``) in `clipadapt.context`, freezing and the backbone fingerprint in
+`clipadapt.freezing`, adapter sets in `clipadapt.sets`; their public names are importable from
+here too.
 
 An adapter is placed at a named *site* of a pre-norm block
 ``x -> x + attn(ln_1(x)) -> x + mlp(ln_2(x))``:
@@ -27,23 +32,20 @@ are its own: ejecting or merging the copy leaves the original as it was.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
-import torch
 import torch.nn as nn
 
-from clipadapt.backbones import SITES, Block, Tower, fingerprint, get_tower
+from clipadapt.backbones import SITES, Block, Tower, get_tower
+from clipadapt.context import AdapterContext, FramesError, frames  # noqa: F401  (public here too)
+from clipadapt.freezing import CONTAINER, backbone_fingerprint, freeze_model, is_adapter_param  # noqa: F401  (public here too)
 from clipadapt.registry import ADAPTERS
 from clipadapt.sets import DEFAULT_SET, STATE, apply_activation, check_set_name, check_switchable, model_states, module_key
-from clipadapt.sets import routing as make_routing
 from clipadapt.sets import set_names
-from clipadapt.sites import BlockHooks, BlockState, Routing, SiteEntry
-
-CONTAINER = "adapters"  # name of the ModuleDict that holds a block's adapters
+from clipadapt.sites import BlockHooks, Routing, SiteEntry
 
 
 class Adapter(nn.Module):
@@ -85,55 +87,6 @@ class Adapter(nn.Module):
     def attach(self, block: Block) -> Callable[[], None]:
         """For weight adapters (``sites == ()``): modify `block` and return an undo function."""
         raise NotImplementedError(f"{type(self).__name__} has no sites and must implement attach()")
-
-
-class FramesError(RuntimeError):
-    """Raised when a temporal adapter runs without a known number of frames."""
-
-
-@dataclass(eq=False)
-class AdapterContext:
-    """What an adapter may need besides its input: ``ctx`` in ``forward(x, ctx)``.
-
-    Attributes:
-        tower: ``visual`` or ``text``.
-        layer: index of the block in its tower.
-        site: where the adapter sits.
-        cls_index: position of the class token, or ``None``.
-        num_prefix_tokens: tokens before the patch grid.
-        block: the block's modules; ``block.attend(x)`` runs its own frozen attention.
-    """
-
-    tower: str
-    layer: int
-    site: str | None
-    cls_index: int | None
-    num_prefix_tokens: int
-    block: Block
-    native_grid: tuple[int, int] | None
-    state: BlockState = field(repr=False)
-    adapter_name: str = ""
-
-    @property
-    def num_frames(self) -> int:
-        """T, the number of frames per video (N = B·T, frames of a video contiguous)."""
-        frames = self.state.num_frames
-        if frames is None:
-            raise FramesError(
-                f"adapter {self.adapter_name!r} in {self.tower} block {self.layer} needs the number of "
-                "frames: run the forward inside `with clipadapt.frames(model, T):`"
-            )
-        return frames
-
-    def grid(self, num_tokens: int) -> tuple[int, int]:
-        """The patch grid ``(h, w)`` for a sequence of `num_tokens` tokens (prefix included)."""
-        patches = num_tokens - self.num_prefix_tokens
-        if self.native_grid and self.native_grid[0] * self.native_grid[1] == patches:
-            return self.native_grid
-        side = int(round(patches**0.5))
-        if side * side != patches:
-            raise ValueError(f"{patches} patch tokens in {self.tower} block {self.layer} do not form a square grid")
-        return side, side
 
 
 @dataclass(eq=False)
@@ -220,7 +173,7 @@ def _remove_entry(state: InjectionState, block_module: nn.Module, site: str, ada
     hooks = state.blocks[block_module]
     hooks.remove(site, adapter_set, entry)
     if hooks.empty:
-        hooks.capture.remove()
+        hooks.remove_capture()
         del state.blocks[block_module]
 
 
@@ -444,84 +397,6 @@ def eject(model: nn.Module, handle: Injection | None = None, *, adapter_set: str
     for state in states:
         state.active = tuple(name for name in state.active if name in remaining)
         state.frozen &= remaining
-
-
-def is_adapter_param(name: str) -> bool:
-    """Whether a parameter name (from ``named_parameters``) belongs to an injected adapter."""
-    return f".{CONTAINER}." in f".{name}"
-
-
-def freeze_model(model: nn.Module, *, train: str | Sequence[str] | None = None) -> nn.Module:
-    """Freeze every parameter of `model` but the adapters of its active sets; returns `model`.
-
-    With `train` (a set name or several), only those sets train: the other sets stay frozen,
-    also while active (e.g. a task set under a new one stacked on top), until the next
-    ``freeze(model, train=...)``.
-
-    Example:
-        >>> clipadapt.freeze(clip)   # a linear probe on a frozen CLIP, no adapters
-        >>> clipadapt.activate(clip, "k400", "ssv2"); clipadapt.freeze(clip, train="ssv2")
-    """
-    states = model_states(model)
-    if train is not None:
-        names = [train] if isinstance(train, str) else list(train)
-        known, active = set_names(states), {name for state in states for name in state.active}
-        for name in names:
-            if name not in known:
-                raise ValueError(f"freeze(train={name!r}): no such adapter set; the model's sets are {known or '(none)'}")
-            if name not in active:
-                raise ValueError(f"freeze(train={name!r}): the set is inactive and would get no gradient; "
-                                 f"activate it first (clipadapt.activate(model, ..., {name!r}))")
-        for state in states:
-            state.frozen = set(known) - set(names)
-    for param in model.parameters():
-        param.requires_grad_(False)
-    for state in states:
-        apply_activation(state)
-    return model
-
-
-@contextlib.contextmanager
-def frames(model: nn.Module, num_frames: int, sets: Sequence[str | Sequence[str] | None] | None = None) -> Iterator[nn.Module]:
-    """Tell temporal adapters that batches hold videos of `num_frames` frames (video-major).
-
-    Frames of one video must be contiguous: a ``(B, T, 3, H, W)`` batch is passed flattened to
-    ``(B·T, 3, H, W)``. Each block records T on its input, so gradient checkpointing can
-    recompute after the context has exited.
-
-    `sets` makes a mixed batch: one entry per video, an adapter set (or a list of sets, stacked
-    in that order, or ``None`` for the frozen model) that this video alone runs through,
-    whatever the model's active sets. Each video gets what it would get alone with its sets
-    active; videos of the same sets are gathered, so each adapter runs once per call. Sets
-    holding weight adapters (LoRA), routed or active, are refused: their weights are shared.
-
-    Example:
-        >>> with clipadapt.frames(clip, 8):
-        ...     f = clip.encode_image(video.flatten(0, 1))   # video: (B, 8, 3, 224, 224)
-        >>> with clipadapt.frames(clip, 8, sets=["k400", "ssv2", "k400"]):   # B = 3
-        ...     f = clip.encode_image(video.flatten(0, 1))
-    """
-    if isinstance(num_frames, torch.Tensor) and num_frames.numel() == 1:  # a traced `video.shape[1]`
-        num_frames = int(num_frames)
-    if not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
-    states = model_states(model)
-    routing = None if sets is None else make_routing(states, num_frames, sets)
-    previous = [(s.num_frames, s.routing) for s in states]
-    for s in states:
-        s.num_frames = num_frames
-        if routing is not None:
-            s.routing = routing
-    try:
-        yield model
-    finally:
-        for s, (prev, route) in zip(states, previous):
-            s.num_frames, s.routing = prev, route
-
-
-def backbone_fingerprint(model: nn.Module) -> dict:
-    """`clipadapt.backbones.fingerprint` of `model`, with adapter parameters left out."""
-    return fingerprint(model, skip=is_adapter_param)
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The hooks that realise the sites of one block, and the per-call state they share.
 
-Each block with adapters gets one `CaptureInput` pre-hook and, per site in use, one
-`SiteDispatcher`: ``pre_attn`` is a pre-hook on the block; ``attn_out`` and ``pre_mlp`` are
+Each block with adapters gets the `CaptureInput` pre-hooks (on the block and its ``ln_1``) and,
+per site in use, one `SiteDispatcher`: ``pre_attn`` is a pre-hook on the block; ``attn_out`` and ``pre_mlp`` are
 forward hooks on the module that ends the attention branch (``attn_out`` first, so ``pre_mlp``
 sees the corrected branch; ``pre_mlp`` corrects it to ``out + A(x_in + out)`` with the block
 input ``x_in`` captured on the same call); ``mlp_parallel`` is a forward hook on the MLP;
@@ -30,8 +30,7 @@ from torch.utils.hooks import RemovableHandle
 from clipadapt.backbones import SITES, Block
 from clipadapt.backbones.base import first_tensor, replace_first
 
-FRAMES_TAG = "_clipadapt_num_frames"  # set on block inputs so recomputation knows T
-ROUTING_TAG = "_clipadapt_routing"  # ... and how a mixed batch is routed
+CALL_TAG = "_clipadapt_call"  # the `CallState` of the block call a tensor entered
 
 
 @dataclass(eq=False)
@@ -70,15 +69,33 @@ class Routing:
         return self._placed[key]
 
 
+@dataclass(frozen=True, eq=False)
+class CallState:
+    """The model's state when a block call began: what its hooks read, on that call and on its
+    recomputation by gradient checkpointing (after `frames()` has exited, another call of the
+    block, or another ``activate``)."""
+
+    num_frames: int | None
+    routing: Routing | None
+    active: tuple[str, ...]  # the model's active sets
+
+
 @dataclass(eq=False)
 class BlockState:
-    """What the hooks of one block share during one call of that block."""
+    """What the hooks of one block share during one call of that block (or its recomputation)."""
 
     num_frames: int | None = None
-    x_in: torch.Tensor | None = None  # block input, batch-first, after pre_attn adapters
-    mlp_in: torch.Tensor | None = None
-    active: tuple[str, ...] = ()  # the model's active sets when the call began
+    x_in: torch.Tensor | None = None  # block input, in the block's layout, after pre_attn adapters
+    active: tuple[str, ...] = ()
     routing: Routing | None = None
+
+    def enter(self, call: CallState, x_in: torch.Tensor) -> None:
+        self.num_frames, self.routing, self.active, self.x_in = call.num_frames, call.routing, call.active, x_in
+
+
+def recomputing() -> bool:
+    """Whether this forward runs inside a backward pass: gradient checkpointing re-computing a block."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def _to_batch_first(x: torch.Tensor, seq_first: bool) -> torch.Tensor:
@@ -116,25 +133,36 @@ def _replace_input(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, d
 
 @dataclass(eq=False)
 class CaptureInput:
-    """The pre-hook that records a block's input, T, the active sets and the routing of a mixed
-    batch for the other hooks of the same call."""
+    """The hooks that give the other hooks of a block call the values of that call.
+
+    ``block`` (a pre-hook on the block) takes a `CallState` of the model's state and ties it to the
+    block input as an attribute; on a recomputation inside backward (open_clip and timm checkpoint
+    a block's ``__call__``, so its pre-hooks run again) it takes the state tied to the input
+    instead. ``ln_1`` (a pre-hook on the block's first norm, whose input is the block input after
+    the ``pre_attn`` adapters) enters the state tied to its input again: Hugging Face checkpoints
+    a layer's ``forward`` only, so on its recomputation the block's pre-hooks do not run, and the
+    block's shared state holds the last call's values. Checkpointing must pass the block input
+    itself to the recomputation (``use_reentrant=False``). Under ``torch.compile`` nothing is
+    tied: the traced graph holds the state of its call.
+    """
 
     state: object  # the model's InjectionState (num_frames, active, routing)
     bstate: BlockState
 
-    def __call__(self, module, args, kwargs):
+    def block(self, module, args, kwargs):
         x = _first_input(args, kwargs)
-        frames, routing = self.state.num_frames, self.state.routing
-        if frames is not None:
-            if not torch.compiler.is_compiling():
-                setattr(x, FRAMES_TAG, frames)
-                setattr(x, ROUTING_TAG, routing)
-        else:  # recomputation by gradient checkpointing, after `frames()` has exited
-            frames, routing = getattr(x, FRAMES_TAG, None), getattr(x, ROUTING_TAG, None)
-        self.bstate.num_frames = frames
-        self.bstate.routing = routing
-        self.bstate.active = self.state.active
-        self.bstate.x_in = x
+        compiling = torch.compiler.is_compiling()
+        call = getattr(x, CALL_TAG, None) if not compiling and recomputing() else None
+        if call is None:  # a forward call (or a recomputation given a copy of its input: its state is the model's now)
+            call = CallState(self.state.num_frames, self.state.routing, self.state.active)
+            if not compiling:
+                setattr(x, CALL_TAG, call)
+        self.bstate.enter(call, x)
+
+    def ln_1(self, module, args):
+        call = None if torch.compiler.is_compiling() or not args else getattr(args[0], CALL_TAG, None)
+        if call is not None:
+            self.bstate.enter(call, args[0])
 
 
 @dataclass(eq=False)
@@ -204,10 +232,13 @@ class SiteDispatcher:
         return result
 
     def pre_attn(self, module, args, kwargs):
-        x = self._run(_first_input(args, kwargs))
+        x_in = _first_input(args, kwargs)
+        x = self._run(x_in)
         if x is None:
             return None
         self.bstate.x_in = x
+        if not torch.compiler.is_compiling() and hasattr(x_in, CALL_TAG):  # the block's ln_1 sees x
+            setattr(x, CALL_TAG, getattr(x_in, CALL_TAG))
         return _replace_input(args, kwargs, x)
 
     def attn_out(self, module, args, output):
@@ -240,17 +271,24 @@ class SiteDispatcher:
 
 @dataclass(eq=False)
 class BlockHooks:
-    """Every hook the engine placed on one block: the input capture and one dispatcher per site."""
+    """Every hook the engine placed on one block: the input capture (on the block and its
+    ``ln_1``) and one dispatcher per site."""
 
     bstate: BlockState
-    capture: RemovableHandle
+    capture: tuple[RemovableHandle, RemovableHandle]
     dispatchers: dict[str, tuple[SiteDispatcher, RemovableHandle]] = field(default_factory=dict)
 
     @classmethod
     def place(cls, state, block: Block) -> "BlockHooks":
         bstate = BlockState()
-        handle = block.module.register_forward_pre_hook(CaptureInput(state, bstate), with_kwargs=True, prepend=True)
-        return cls(bstate, handle)
+        capture = CaptureInput(state, bstate)
+        handles = (block.module.register_forward_pre_hook(capture.block, with_kwargs=True, prepend=True),
+                   block.ln_1.register_forward_pre_hook(capture.ln_1, prepend=True))
+        return cls(bstate, handles)
+
+    def remove_capture(self) -> None:
+        for handle in self.capture:
+            handle.remove()
 
     def add(self, block: Block, site: str, adapter_set: str, entry: SiteEntry, seq_first: bool, tower: str, layer: int) -> None:
         if site not in self.dispatchers:

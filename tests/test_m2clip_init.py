@@ -147,6 +147,52 @@ def test_zeroshot_without_a_checkpoint_scores_the_frozen_clip(monkeypatch):
         torch.testing.assert_close(model.zero_shot_logits(clips), plain_zero_shot_logits(plain, clips, NAMES), rtol=1e-10, atol=1e-10)
 
 
+def test_zeroshot_frozen_scores_the_checkpoints_model_with_its_adapters_disabled(monkeypatch, tmp_path):
+    """`zero_shot(recipe, checkpoint, frozen=True)` scores the trained model under
+    `VideoCLIP.frozen` (adapters disabled, frame mean): its logits are torch.equal to those of
+    the un-injected CLIP built apart from the recipe, on the backbone weights of the checkpoint."""
+    import clipadapt.data.recipe
+    from clipadapt.engine import build_optimizer, build_scheduler, save_checkpoint, tasks
+    from clipadapt.models import build_from_recipe
+    from tiny import randomize_
+
+    recipe = load_recipe("quickstart", ["seed=3"])
+    trained = build_from_recipe(recipe, NAMES)
+    for inj in injections(trained):  # trained adapters and pooling: far from identities
+        for _, _, module in inj.modules:
+            randomize_(module, std=0.2)
+    randomize_(trained.pooling, std=0.2)
+    optimizer = build_optimizer(trained, recipe.optim)
+    path = save_checkpoint(tmp_path / "last.pt", model=trained, optimizer=optimizer, scheduler=build_scheduler(optimizer, steps_per_epoch=1, epochs=1, warmup_epochs=0),
+                           epoch=1, batch=0, step=1, best=None, recipe=recipe.to_dict(), extra={"classnames": NAMES})
+
+    class Dataset:
+        classnames = NAMES
+
+    clips, scored = video(), {}
+
+    def evaluate(model, loader, **_):  # where the evaluation would run: inside zero_shot's context
+        scored.setdefault("logits", []).append(model.model.zero_shot_logits(clips))
+        return {"zeroshot/top1": 0.0, "zeroshot/top5": 0.0}
+
+    monkeypatch.setattr(clipadapt.data.recipe, "build_dataset", lambda recipe, split, zero_shot=False: Dataset())
+    monkeypatch.setattr(tasks, "_loader", lambda recipe, dataset: None)
+    monkeypatch.setattr(tasks, "evaluate", evaluate)
+    with torch.no_grad():
+        tasks.zero_shot(recipe, path, splits=(1,), frozen=True)
+        tasks.zero_shot(recipe, path, splits=(1,))
+        tasks.zero_shot(recipe, None, splits=(1,))
+    baseline, adapted, fresh = scored["logits"]
+    reference = build_video_clip(plain_open_clip(recipe.model.config), NAMES, pooling="mean").eval()
+    stored = torch.load(path, weights_only=True)["identity"]["frozen"]  # weights: null: the checkpoint holds the backbone
+    reference.clip.load_state_dict({key.removeprefix("clip."): value for key, value in stored.items() if key.startswith("clip.")})
+    with torch.no_grad():
+        expected = reference.zero_shot_logits(clips)
+    assert torch.equal(baseline, expected)
+    assert torch.equal(fresh, expected)  # `zeroshot RECIPE`: the recipe's seed draws the same backbone
+    assert not torch.allclose(adapted, expected)
+
+
 # ---- loss dtypes ---------------------------------------------------------------------------
 
 

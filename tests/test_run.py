@@ -327,6 +327,23 @@ def test_zeroshot_without_a_checkpoint_scores_the_frozen_clip(quickstart):
     assert [r[2].strip() for r in rows if r[1].strip() != "split"] == ["8"]  # 8 test videos, one split
 
 
+def test_zeroshot_frozen_scores_the_runs_own_backbone_with_its_adapters_disabled(quickstart):
+    out, _ = quickstart
+    checkpoint = str(out / "m2clip" / "checkpoints" / "last.pt")
+
+    def table(*arguments):
+        result = runner.invoke(app, ["zeroshot", "quickstart", *arguments])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split()), [line for line in result.output.splitlines() if line.count("│") == 4]
+
+    frozen, frozen_rows = table(SMALL[0], checkpoint, *SMALL[1:], f"output_dir={out}", "--frozen")  # overrides on both sides
+    fresh, fresh_rows = table(*SMALL, f"output_dir={out}")
+    adapted, adapted_rows = table(*SMALL, checkpoint, f"output_dir={out}")
+    assert "frozen baseline, adapters disabled" in frozen and "the frozen CLIP" in fresh and "adapted" in adapted
+    assert frozen_rows == fresh_rows  # weights: null: the run's backbone is the one the recipe's seed draws
+    assert len(adapted_rows) == len(frozen_rows) == 1  # one split, 8 videos
+
+
 def test_export_writes_an_adapter_file_that_rebuilds_the_trained_video_model(quickstart, tmp_path):
     import copy
 

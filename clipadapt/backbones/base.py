@@ -192,6 +192,23 @@ class BackboneSpec:
         raise NotImplementedError(f"backbone {cls.family!r} cannot be built from a recipe (BackboneSpec.build)")
 
     @classmethod
+    def set_grad_checkpointing(cls, model: nn.Module, enable: bool = True) -> nn.Module:
+        """Switch `model`'s gradient checkpointing on (or off) as its family does, re-computing
+        blocks during backward with ``use_reentrant=False`` (the hooks of a block's call find the
+        values of that call again; see `clipadapt.sites`). Returns `model`.
+
+        Example:
+            >>> spec_of_family("hf").set_grad_checkpointing(clip)
+        """
+        raise ValueError(f"backbone {cls.family!r} has no gradient checkpointing; model.grad_checkpointing: true is accepted "
+                         f"for {', '.join(f for f, spec in BACKBONES.items() if spec.checkpoints()) or '(none)'}")
+
+    @classmethod
+    def checkpoints(cls) -> bool:
+        """Whether the family implements `set_grad_checkpointing`."""
+        return cls.set_grad_checkpointing.__func__ is not BackboneSpec.set_grad_checkpointing.__func__
+
+    @classmethod
     def why_not(cls, model: nn.Module, tower: str) -> str:
         """Why `model` has no `tower` this spec recognises ("" when nothing is known)."""
         return ""

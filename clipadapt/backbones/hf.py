@@ -315,6 +315,15 @@ class HFCLIPSpec(BackboneSpec):
         return text_encoder(model, get_tower(model, "text"))
 
     @classmethod
+    def set_grad_checkpointing(cls, model: nn.Module, enable: bool = True) -> nn.Module:
+        verb = "activation_checkpointing" if hasattr(model, "activation_checkpointing_enable") else "gradient_checkpointing"  # 5.x, 4.x
+        if enable:
+            getattr(model, f"{verb}_enable")({"use_reentrant": False})
+        else:
+            getattr(model, f"{verb}_disable")()
+        return model
+
+    @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """A random-weight model of `tiny`'s sizes whose type `arch` names (`TINY_TYPES`; any other
         name gives ``clip``: a ``CLIPModel`` with end-of-text id 49407, so OpenAI's BPE ids work), or the model

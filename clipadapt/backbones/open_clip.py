@@ -344,6 +344,11 @@ class OpenCLIPSpec(BackboneSpec):
         return from_config(found, side(config["vision_cfg"].get("image_size")), source)
 
     @classmethod
+    def set_grad_checkpointing(cls, model: nn.Module, enable: bool = True) -> nn.Module:
+        model.set_grad_checkpointing(enable)  # one block per checkpoint, use_reentrant=False
+        return model
+
+    @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """``open_clip.CLIP`` of `tiny`'s sizes, or ``open_clip.create_model(arch, pretrained=weights)``.
 

@@ -164,6 +164,11 @@ class TimmViTSpec(BackboneSpec):
         return from_config(config, side(config.get("input_size")), f"timm's pretrained_cfg of {arch}")
 
     @classmethod
+    def set_grad_checkpointing(cls, model: nn.Module, enable: bool = True) -> nn.Module:
+        model.set_grad_checkpointing(enable)  # one block per checkpoint, use_reentrant=False
+        return model
+
+    @classmethod
     def build(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> nn.Module:
         """A ``VisionTransformer`` of `tiny`'s visual sizes (CLIP-like: pre-norm, class-token
         pooling, a linear head to ``embed_dim``), or ``timm.create_model(arch)``: ``weights:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from pathlib import Path
 from typing import Sequence
@@ -182,30 +183,35 @@ def evaluate_adapter_sets(recipe: Recipe, checkpoint: str | Path, adapter_sets: 
 
 
 def frozen_clip(recipe: Recipe, classnames: Sequence[str]):
-    """The recipe's CLIP with no adapter and no head, its video embedding the mean of the frame
+    """The recipe's CLIP (`clipadapt.models.builders.recipe_clip`: random weights drawn from the
+    recipe's seed) with no adapter and no head, its video embedding the mean of the frame
     embeddings: zero-shot logits are then plain CLIP's, ``scale·cos(mean frame, prompt)``.
 
     Example:
         >>> frozen_clip(recipe, ["surf", "ride a horse"]).zero_shot_logits(video)   # doctest: +SKIP
     """
     from clipadapt.data.recipe import recipe_preprocess
-    from clipadapt.models import build_clip, build_video_clip
+    from clipadapt.models import build_video_clip
+    from clipadapt.models.builders import recipe_clip
 
-    clip = build_clip(recipe.model)
-    model = build_video_clip(clip, classnames, pooling="mean", templates=recipe.video.templates or ["a video of {}"],
+    model = build_video_clip(recipe_clip(recipe), classnames, pooling="mean", templates=recipe.video.templates or ["a video of {}"],
                              tokenizer=recipe.model.tokenizer).eval()
     model.preprocess = recipe_preprocess(recipe)
     return model
 
 
-def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[int] = (1,)) -> dict:
+def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[int] = (1,), frozen: bool = False) -> dict:
     """Zero-shot top-1/top-5 on the recipe's test set for each split, and their mean ± population std.
 
-    Without a checkpoint the frozen CLIP itself is scored (`frozen_clip`): the paper's "frozen
+    With `frozen`, the checkpoint's model is scored with its adapters disabled and the mean of
+    the frame embeddings as the video embedding (`VideoCLIP.frozen`): the frozen-CLIP baseline
+    of that very run, on the backbone weights it was trained on. Without a checkpoint the
+    recipe's own CLIP is scored (`frozen_clip`), with or without `frozen`: the paper's "frozen
     zero-shot" baseline.
 
     Example:
         >>> zero_shot(load_recipe("m2clip_zeroshot_ucf101", ["data.root=/data/ucf101/videos"]), None)  # doctest: +SKIP
+        >>> zero_shot(recipe, "runs/m2clip_k400/checkpoints/best.pt", frozen=True)  # doctest: +SKIP
     """
     from clipadapt.data.recipe import build_dataset
 
@@ -218,8 +224,9 @@ def zero_shot(recipe: Recipe, checkpoint: str | Path | None, splits: Sequence[in
             model = frozen_clip(recipe, dataset.classnames)
         model.set_classnames(dataset.classnames)
         options = eval_options(recipe)
-        metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=options["precision"],
-                           view_fusion=options["view_fusion"], clips_per_forward=recipe.data.batch_size)
+        with model.frozen() if frozen and checkpoint else contextlib.nullcontext():
+            metrics = evaluate(ZeroShot(model), _loader(recipe, dataset), precision=options["precision"],
+                               view_fusion=options["view_fusion"], clips_per_forward=recipe.data.batch_size)
         per_split[split] = metrics
     top1 = [m["zeroshot/top1"] for m in per_split.values()]
     return {

@@ -50,6 +50,22 @@ def build_clip(model_cfg) -> nn.Module:
     return spec.build(cfg.get("arch"), cfg.get("weights"), tiny)
 
 
+def recipe_clip(recipe) -> nn.Module:
+    """The CLIP of a recipe's ``model`` section (`build_clip`), random weights drawn from the
+    recipe's ``seed`` without touching the global RNG: a trained model rebuilt from its
+    checkpoint (which holds only the trainable weights) and the frozen baseline of the same
+    recipe get the same frozen CLIP.
+
+    Example:
+        >>> torch.equal(*(recipe_clip(load_recipe("quickstart")).logit_scale for _ in range(2)))
+        True
+    """
+    seed = recipe.get("seed", 0) if isinstance(recipe, dict) else getattr(recipe, "seed", 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_clip(_plain(_section(recipe, "model")))
+
+
 def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoCLIP:
     """The `VideoCLIP` of a recipe (a `clipadapt.recipes.Recipe` or its ``to_dict()``).
 
@@ -62,14 +78,9 @@ def build_from_recipe(recipe, classnames: Sequence[str] | None = None) -> VideoC
     model_cfg = _plain(_section(recipe, "model"))
     video_cfg = _plain(_section(recipe, "video"))
     data_cfg = _plain(_section(recipe, "data"))
-    # random weights come from the recipe's seed, so that rebuilding a trained model from its
-    # checkpoint (which holds only the trainable weights) gives back the same frozen CLIP
-    seed = recipe.get("seed", 0) if isinstance(recipe, dict) else getattr(recipe, "seed", 0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        clip = build_clip(model_cfg)
+    clip = recipe_clip(recipe)
     if model_cfg.get("grad_checkpointing"):
-        clip.set_grad_checkpointing(True)
+        spec_of_family(model_cfg.get("family", "open_clip")).set_grad_checkpointing(clip)
     model = build_video_clip(
         clip,
         classnames,
