@@ -40,6 +40,22 @@ def test_a_config_with_a_siglip_arch_builds_siglip_small():
     assert clip.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 64)
 
 
+@pytest.mark.parametrize("arch", ["ViT-B-16-SigLIP", "EVA02-B-16"])
+def test_a_random_trunk_built_for_a_recipe_starts_at_a_clips_scales(arch):
+    """No norm before the first block: the patch embedding preserves the variance (std fan_in^-1/2,
+    as a LeCun-normal init), position embeddings at CLIP's width^-1/2, every Linear at PyTorch's
+    default bound 1/sqrt(fan_in) rather than timm's 0.02."""
+    trunk = build_clip({"family": "open_clip", "arch": arch, "config": CONFIG}).visual.trunk
+    proj = trunk.patch_embed.proj.weight
+    assert isinstance(trunk.norm_pre, torch.nn.Identity)
+    assert proj.std().item() == pytest.approx((3 * 8 * 8) ** -0.5, rel=0.1)
+    if trunk.pos_embed is not None:
+        assert trunk.pos_embed.std().item() == pytest.approx(64 ** -0.5, rel=0.1)
+    fc1 = trunk.blocks[0].mlp.fc1 if hasattr(trunk.blocks[0].mlp, "fc1") else trunk.blocks[0].mlp.fc1_g
+    bound = fc1.weight.shape[1] ** -0.5
+    assert fc1.weight.abs().max().item() <= bound and fc1.weight.abs().max().item() > 0.9 * bound
+
+
 def test_a_config_with_an_arch_that_is_not_a_transformer_is_refused_in_one_line():
     with pytest.raises(TypeError, match=r"^convnext_base: 'convnext_base' is a timm convnext model, not a ViT or Eva"):
         build_clip({"family": "open_clip", "arch": "convnext_base", "config": CONFIG})

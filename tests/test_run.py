@@ -245,7 +245,7 @@ def test_ddp_on_two_cpu_processes_gives_the_m2clip_losses_of_one_process(tmp_pat
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
 
 
-@pytest.mark.parametrize("recipe, temporal", [("quickstart", "m2clip"), ("quickstart_timm", "ted")])
+@pytest.mark.parametrize("recipe, temporal", [("quickstart", "m2clip"), ("quickstart_timm", "ted"), ("quickstart_siglip", "m2clip")])
 def test_the_full_quickstart_temporal_model_beats_the_frame_average_by_15_points(recipe, temporal, tmp_path):
     from clipadapt.engine.run import run
 

@@ -30,7 +30,7 @@ from clipadapt.backbones.encoders import POOLS, TextEncoder, VisualEncoder, para
 from clipadapt.backbones.hub import open_clip_text_kwargs
 from clipadapt.backbones.preprocess import Preprocess, from_config, side
 from clipadapt.backbones.tiny import TinyConfig
-from clipadapt.backbones.timm import is_timm_vit, pooled_feature, timm_tower
+from clipadapt.backbones.timm import clip_like_init, is_timm_vit, pooled_feature, timm_tower
 from clipadapt.backbones.tokenizers import bpe_tokenizer
 from clipadapt.registry import register_backbone
 
@@ -371,7 +371,12 @@ class OpenCLIPSpec(BackboneSpec):
             clip = small_open_clip(arch, tiny, own_tokens=False).train()
             found, _ = pretrained_preprocess(arch, weights)  # its own statistics (SigLIP's 0.5), not CLIP's
             clip.visual.preprocess_cfg.update({key: found[key] for key in PREPROCESS_KEYS if found.get(key) is not None})
-            return load_state_file(clip, weights) if weights else clip
+            if weights:
+                return load_state_file(clip, weights)
+            trunk = getattr(clip.visual, "trunk", None)
+            if trunk is not None:  # a timm trunk: a CLIP's random init, not timm's from-scratch one
+                clip_like_init(trunk)
+            return clip
         if tiny is not None:
             clip = open_clip.CLIP(
                 embed_dim=tiny.embed_dim,

@@ -103,7 +103,11 @@ def clip_like_init(model: nn.Module) -> nn.Module:
     """Give a random-weight ``VisionTransformer`` the random weights a random-weight CLIP's visual
     tower has (PyTorch's default ``Linear`` init; class token, position embeddings and output
     projection of std ``width ** -0.5``) instead of timm's from-scratch init (std 0.02, class
-    token ~1e-6), under which a frozen tiny ViT's class token hardly depends on the image."""
+    token ~1e-6), under which a frozen tiny ViT's class token hardly depends on the image. A trunk
+    with no norm before its first block (SigLIP, EVA) gets a variance-preserving patch embedding
+    (std ``fan_in ** -0.5``), so that its tokens start at the scale CLIP's ``ln_pre`` gives them;
+    at PyTorch's default scale the M2-CLIP of ``clipadapt run quickstart_siglip`` (20
+    epochs) ended within 5 points of its frame-average baseline."""
     scale = model.embed_dim ** -0.5
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -112,6 +116,9 @@ def clip_like_init(model: nn.Module) -> nn.Module:
         for parameter in (model.cls_token, model.pos_embed):
             if parameter is not None:
                 parameter.normal_(0.0, scale)
+        proj = getattr(model.patch_embed, "proj", None)
+        if isinstance(getattr(model, "norm_pre", None), nn.Identity) and isinstance(proj, nn.Conv2d):
+            proj.weight.normal_(0.0, proj.weight[0].numel() ** -0.5)
         if isinstance(model.head, nn.Linear):
             model.head.weight.normal_(0.0, scale)
             model.head.bias.zero_()
