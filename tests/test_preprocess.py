@@ -130,3 +130,40 @@ def test_evaluation_normalises_with_the_mean_and_std_the_model_carries():
     wrapper = nn.Module()
     wrapper.module = model
     assert carried_preprocess(wrapper) is model.preprocess
+
+
+# the image processors' published statistics, written out: SigLIP normalises to [-1, 1], CLIP with OpenAI's
+SIGLIP_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+OPENAI_STATS = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
+@pytest.mark.parametrize("model_type, stats, interpolation", [
+    ("siglip", SIGLIP_STATS, "bicubic"), ("siglip2", SIGLIP_STATS, "bilinear"), ("clip", OPENAI_STATS, "bicubic")])
+def test_a_hugging_face_model_without_a_processor_config_takes_its_types_processor(model_type, stats, interpolation):
+    import transformers
+
+    from clipadapt.backbones import TinyConfig
+
+    spec, tiny = spec_of_family("hf"), TinyConfig()
+    models = [spec.build(model_type, tiny=tiny)]
+    if model_type == "siglip":  # the vision model alone has its own model type, siglip_vision_model
+        models.append(transformers.SiglipVisionModel(models[0].config.vision_config))
+    for found in [spec.preprocess_for(model_type, None, tiny)] + [preprocess_of(model) for model in models]:
+        assert (found.mean, found.std, found.interpolation, found.size) == (*stats, interpolation, tiny.image_size), found
+
+
+def test_a_hugging_face_model_loaded_from_a_directory_takes_its_processor_config(tmp_path):
+    import transformers
+
+    from clipadapt.backbones import TinyConfig
+
+    spec_of_family("hf").build("siglip", tiny=TinyConfig()).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6], "resample": 2, "size": {"height": 32, "width": 32}}))
+    wanted = ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bilinear", 32)
+    loaded = preprocess_of(transformers.AutoModel.from_pretrained(tmp_path))
+    recipe = load_recipe("m2clip_k400", ["model.family=hf", f"model.arch={tmp_path}", "model.weights=null",
+                                         "data.size=null", "data.interpolation=null"])
+    for found in (loaded, recipe_preprocess(recipe)):
+        assert (found.mean, found.std, found.interpolation, found.size) == wanted, found
+        assert found.source.startswith(str(tmp_path / "preprocessor_config.json"))

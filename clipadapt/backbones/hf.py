@@ -27,7 +27,8 @@ from einops import rearrange
 
 from clipadapt.backbones.base import BackboneSpec, Block, Tower, UnsupportedModelError, first_tensor, get_tower, has, import_family, load_state_file
 from clipadapt.backbones.encoders import TextEncoder, VisualEncoder, parameters_of, project_with
-from clipadapt.backbones.hub import hf_config
+from clipadapt.backbones.hub import hf_config, hf_preprocess
+from clipadapt.backbones.preprocess import Preprocess
 from clipadapt.backbones.tiny import TinyConfig
 from clipadapt.registry import register_backbone
 
@@ -313,6 +314,32 @@ class HFCLIPSpec(BackboneSpec):
     @classmethod
     def text(cls, model: nn.Module) -> TextEncoder:
         return text_encoder(model, get_tower(model, "text"))
+
+    @classmethod
+    def preprocess(cls, model: nn.Module) -> Preprocess:
+        """The ``preprocessor_config.json`` of the directory or Hub id the model was loaded from
+        (``config._name_or_path``), or the defaults of its type's image processor (SigLIP's mean
+        and std 0.5, not CLIP's); the side is the model's own."""
+        towers = cls.towers(model)
+        size = towers["visual"].image_size if "visual" in towers else None
+        config = model.config
+        return hf_preprocess(getattr(config, "_name_or_path", None) or None, config.model_type, size)
+
+    @classmethod
+    def preprocess_for(cls, arch: str | None, weights: str | None = None, tiny: TinyConfig | None = None) -> Preprocess:
+        """As `preprocess`, before the model is built: a tiny model's type (`TINY_TYPES`) gives its
+        image processor's defaults at the tiny side; a local ``weights`` directory, else `arch`,
+        its ``preprocessor_config.json``."""
+        if tiny is not None:
+            return hf_preprocess(None, arch if arch in TINY_TYPES else "clip", tiny.image_size)
+        source = weights if weights not in (None, "pretrained") else arch
+        try:
+            config = hf_config(source, "model.weights" if source is weights else "model.arch")
+        except (ValueError, OSError) as error:  # not at hand: validate still runs, building will refuse
+            return Preprocess.clip_defaults(None, f"{source!r} is not at hand, its image processor is unknown: {error}")
+        vision = getattr(config, "vision_config", config)
+        size = getattr(vision, "image_size", None)
+        return hf_preprocess(source, config.model_type, size if isinstance(size, int) else None)
 
     @classmethod
     def set_grad_checkpointing(cls, model: nn.Module, enable: bool = True) -> nn.Module:

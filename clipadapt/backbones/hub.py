@@ -9,7 +9,11 @@ connection error.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
+
+from clipadapt.backbones.preprocess import Preprocess, from_hf_image_processor, from_hf_processor
 
 
 def _offline() -> bool:
@@ -47,6 +51,31 @@ def config_source(name: str, key: str) -> str:
             "its config.json"
         )
     return name
+
+
+def hf_preprocess(name: str | None, model_type: str, size: int | None) -> Preprocess:
+    """How the Hugging Face model `name` (a local directory or a Hub id, read from the cache offline)
+    wants its images: its ``preprocessor_config.json``, or where it has none (a random-weight model
+    built from a config, a cache holding config.json alone) the defaults of the image processor
+    ``transformers`` pairs with its `model_type`. `size`: the model's own side, where known.
+
+    Example:
+        >>> hf_preprocess("/models/siglip-base", "siglip", 224).mean
+        (0.5, 0.5, 0.5)
+    """
+    file = None
+    if name and _looks_local(name):
+        candidate = Path(name).expanduser() / "preprocessor_config.json"
+        file = str(candidate) if candidate.is_file() else None
+    elif name:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "preprocessor_config.json")
+        file = found if isinstance(found, str) else None
+    if file is None:
+        return from_hf_image_processor(model_type, size)
+    found = from_hf_processor(json.loads(Path(file).read_text()), size, file)
+    return replace(found, size=size or found.size)
 
 
 def hf_config(name: str, key: str):

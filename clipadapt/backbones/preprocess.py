@@ -101,11 +101,49 @@ def from_hf_directory(directory: str | Path, size: int | None) -> Preprocess:
     file = Path(directory) / "preprocessor_config.json"
     if not file.is_file():
         return Preprocess.clip_defaults(size, f"{directory} has no preprocessor_config.json")
-    config = json.loads(file.read_text())
-    found = side(config.get("crop_size")) or side(config.get("size")) or size
-    interpolation = PIL_RESAMPLE.get(config.get("resample"), CLIP_INTERPOLATION)
-    return from_config({"mean": config.get("image_mean"), "std": config.get("image_std"), "interpolation": interpolation},
-                       found, str(file))
+    return from_hf_processor(json.loads(file.read_text()), size, str(file))
+
+
+def from_hf_processor(config, size: int | None, source: str) -> Preprocess:
+    """A `Preprocess` from a Hugging Face image processor's settings (``image_mean``, ``image_std``,
+    ``resample``, ``crop_size``/``size``), a ``preprocessor_config.json`` dict or the attributes of
+    an image processor object; `size` where they state no side."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    found = side(_plain_size(get("crop_size"))) or side(_plain_size(get("size"))) or size
+    resample = get("resample")
+    interpolation = PIL_RESAMPLE.get(None if resample is None else int(resample), CLIP_INTERPOLATION)
+    return from_config({"mean": get("image_mean"), "std": get("image_std"), "interpolation": interpolation}, found, source)
+
+
+def from_hf_image_processor(model_type: str, size: int | None) -> Preprocess:
+    """The defaults of the image processor class ``transformers`` pairs with `model_type`
+    (``SiglipImageProcessor`` for ``siglip``: mean and std 0.5, bicubic), for a model that comes
+    without a ``preprocessor_config.json`` (a random-weight model built from its config); `size`
+    is the model's own side, not the processor's default.
+
+    Example:
+        >>> from_hf_image_processor("siglip", 224).mean
+        (0.5, 0.5, 0.5)
+    """
+    import transformers
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    model_type = model_type.removesuffix("_vision_model")  # SiglipVisionModel's siglip_vision_model: SigLIP's processor
+    names = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
+    names = list(names.values()) if isinstance(names, dict) else [n for n in (names or ()) if n]
+    for name in names:
+        found = getattr(transformers, name, None)
+        if found is not None:
+            defaults = from_hf_processor(found(), None, f"transformers' {name} defaults")
+            return replace(defaults, size=size or defaults.size)
+    return Preprocess.clip_defaults(size, f"transformers pairs no image processor with model type {model_type!r}")
+
+
+def _plain_size(size):
+    """A transformers ``SizeDict`` as a plain dict (``side`` reads dicts)."""
+    if size is None or isinstance(size, (int, dict, tuple, list)):
+        return size
+    return {key: getattr(size, key, None) for key in ("shortest_edge", "height", "width")}
 
 
 def carried_preprocess(model) -> Preprocess:
@@ -126,4 +164,5 @@ def carried_preprocess(model) -> Preprocess:
     return Preprocess.clip_defaults(None, "the model carries no preprocessing")
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "INTERPOLATIONS", "Preprocess", "carried_preprocess", "from_config", "from_hf_directory", "side"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "INTERPOLATIONS", "Preprocess", "carried_preprocess", "from_config", "from_hf_directory", "from_hf_image_processor",
+           "from_hf_processor", "side"]
