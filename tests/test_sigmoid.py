@@ -128,3 +128,12 @@ def test_a_recipe_chooses_the_heads_loss():
 
     heads = [{"name": "contrastive", "options": {"loss": "sigmoid", "bias": -10.0}}, {"name": "cmc", "options": {"loss": "softmax"}}]
     assert validate({"adapters": [], "heads": heads}) == []
+
+
+def test_a_recipe_naming_a_loss_that_does_not_exist_is_refused_by_validate():
+    from clipadapt.recipes import validate
+
+    for head in ("contrastive", "cmc"):
+        errors = validate({"adapters": [], "heads": [{"name": head, "options": {"loss": "sigmod"}}]})
+        assert [(e.path, e.message) for e in errors] == [
+            ("heads.0.options.loss", "'sigmod' is not one of softmax, sigmoid; did you mean 'sigmoid'?")], errors

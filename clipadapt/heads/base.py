@@ -177,11 +177,14 @@ class Head(nn.Module):
         classifies: whether its logits are class scores used at evaluation and in the fusion.
         classifies_alone: whether its logits classify when no head with ``classifies`` is in
             the decoder (the contrastive head's video-text similarities).
+        option_choices: the values an option accepts where they are a fixed set (``{"loss":
+            ("softmax", "sigmoid")}``); `clipadapt validate` checks recipes against them.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"video", "labels"})
     classifies: ClassVar[bool] = False
     classifies_alone: ClassVar[bool] = False
+    option_choices: ClassVar[dict[str, tuple]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

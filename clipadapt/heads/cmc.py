@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from clipadapt.heads.base import Head, HeadContext, HeadInputs, HeadOutput, loss_dtype, with_bias
-from clipadapt.heads.sigmoid import checked_loss, sigmoid_loss
+from clipadapt.heads.sigmoid import LOSSES, checked_loss, sigmoid_loss
 from clipadapt.registry import register_head
 
 RELEASE_SCALE = 100.0
@@ -36,6 +36,7 @@ class CMCHead(Head):
     """
 
     classifies = True
+    option_choices = {"loss": LOSSES}
     needs = frozenset({"video", "class_embeddings", "labels", "logit_bias"})
 
     def __init__(self, context: HeadContext, scale: float | None = None, loss: str | None = None, bias: float | None = None):

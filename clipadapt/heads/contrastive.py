@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from clipadapt.heads.base import Head, HeadContext, HeadInputs, HeadOutput, loss_dtype, with_bias
-from clipadapt.heads.sigmoid import checked_loss, sigmoid_loss
+from clipadapt.heads.sigmoid import LOSSES, checked_loss, sigmoid_loss
 from clipadapt.registry import register_head
 
 GATHERS = ("global", "local")
@@ -64,6 +64,7 @@ class ContrastiveHead(Head):
 
     needs = frozenset({"video", "class_embeddings", "logit_scale", "logit_bias", "labels"})
     classifies_alone = True
+    option_choices = {"loss": LOSSES}
 
     def __init__(self, context: HeadContext, gather: str = "global", sharpness: float = 10.0, loss: str | None = None,
                  bias: float | None = None):

@@ -228,7 +228,14 @@ def check_names(cfg: dict, plugins_skipped: bool, errors: list[Error], skipped: 
             options = entry.get("options")
             if isinstance(options, dict):
                 what = f"{section[:-1]} {name!r}"
-                _check_kwargs(options, component_options(known[section].get(name), section), f"{section}.{i}.options", what, errors)
+                component = known[section].get(name)
+                _check_kwargs(options, component_options(component, section), f"{section}.{i}.options", what, errors)
+                for key, choices in getattr(component, "option_choices", {}).items():
+                    value = options.get(key)
+                    if value is not None and value not in choices:
+                        hint = did_you_mean(value, list(choices))
+                        errors.append(Error(f"{section}.{i}.options.{key}", f"{value!r} is not one of {', '.join(choices)}"
+                                            + (f"; {hint}" if hint else "")))
                 for path, value in _large_ints(options, f"{section}.{i}.options"):
                     errors.append(Error(path, f"{value} is beyond any model's sizes (at most {MAX_OPTION_INT})"))
             site = entry.get("site")
