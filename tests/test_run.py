@@ -245,7 +245,19 @@ def test_ddp_on_two_cpu_processes_gives_the_m2clip_losses_of_one_process(tmp_pat
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
 
 
-@pytest.mark.parametrize("recipe, temporal", [("quickstart", "m2clip"), ("quickstart_timm", "ted"), ("quickstart_siglip", "m2clip")])
+def test_the_siglip_quickstart_runs_both_variants_through_the_cli(tmp_path):
+    """A reduced run (its full run, the margin docs/index.md quotes, is `clipadapt run quickstart_siglip`)."""
+    from clipadapt.recipes import load_recipe
+
+    result = runner.invoke(app, ["run", "quickstart_siglip", *SMALL, f"output_dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"m2clip", "frame_mean_baseline", "seconds"}, summary
+    stored = load_recipe(str(tmp_path / "m2clip" / "recipe.yaml"))
+    assert (stored.model.arch, stored.heads[0].options["loss"]) == ("ViT-B-16-SigLIP", "sigmoid")
+
+
+@pytest.mark.parametrize("recipe, temporal", [("quickstart", "m2clip"), ("quickstart_timm", "ted")])
 def test_the_full_quickstart_temporal_model_beats_the_frame_average_by_15_points(recipe, temporal, tmp_path):
     from clipadapt.engine.run import run
 
