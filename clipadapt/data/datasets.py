@@ -398,8 +398,8 @@ class VideoDataset(torch.utils.data.Dataset):
             log.warning("skipping %s: %s (replaced by another sample)", path, reason)
         if self._bad_in_row >= self.max_bad_in_row or len(self.entries) == 1:
             raise TooManyBadSamples(
-                f"{self._bad_in_row} samples in a row could not be loaded from {self.source} "
-                f"(root={self.root}); last: {path}: {reason}. Check the root and the list file."
+                f"{self._bad_in_row} samples in a row could not be loaded from {self.source}"
+                f"{'' if self.root is None else f' (root={self.root})'}; last: {path}: {reason}. Check the root and the list file."
             )
 
     def _replacement(self, index: int, generator: torch.Generator) -> int:

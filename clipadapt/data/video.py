@@ -72,6 +72,10 @@ _MODULES: dict[str, object] = {}
 
 def _module(name: str):
     if name not in _MODULES:
+        if name == "decord":
+            # decord's bundled FFmpeg exports its own zlib; loaded before torchvision's image library,
+            # libpng binds to it and every PNG frame then fails ("bad parameters to zlib")
+            import torchvision.io.image  # noqa: F401
         _MODULES[name] = _import_optional(name) or False
     return _MODULES[name] or None
 

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from clipadapt.data import BadSampleError, TooManyBadSamples, VideoDataset, build_loader, synthetic
+from clipadapt.data.video import decord_available
+from hang_guard import HANG_GUARD_S
 
 
 def small_dataset(tiny_data, list_file=None, **kwargs):
@@ -69,8 +71,17 @@ def test_on_error_raise_makes_a_bad_video_fatal(tiny_data, tmp_path):
 
 def test_a_wrong_root_stops_with_a_message_instead_of_searching_forever(tiny_data, tmp_path):
     dataset = small_dataset(tiny_data, root=tmp_path / "nowhere", max_bad_in_row=5)
-    with pytest.raises(TooManyBadSamples, match=r"5 samples in a row could not be loaded .*Check the root"):
+    with pytest.raises(TooManyBadSamples, match=r"5 samples in a row could not be loaded .*Check the root") as raised:
         dataset[0]
+    assert f"(root={tmp_path / 'nowhere'})" in str(raised.value)
+
+
+def test_a_list_whose_paths_are_already_whole_names_no_root_in_the_message(tiny_data, tmp_path):
+    dataset = small_dataset(tiny_data, with_bad_lines(tiny_data, tmp_path, [f"{tmp_path}/gone.mp4 0"]), root=None,
+                            max_bad_in_row=1)
+    with pytest.raises(TooManyBadSamples, match="gone.mp4: file not found") as raised:
+        dataset[len(dataset) - 1]
+    assert "root=" not in str(raised.value)
 
 
 def test_loader_gives_the_same_clips_for_any_number_of_workers(tiny_data):
@@ -151,3 +162,28 @@ def test_offset_and_frame_count_columns_choose_the_frames(tiny_data, tmp_path):
     # frames 3..6 of the folder (offset 3, 4 frames), and 1..4, the middle of the first 6 (offset 0, 6 frames)
     assert torch.equal(dataset[0]["video"], frames[3:7].permute(0, 3, 1, 2))
     assert torch.equal(dataset[1]["video"], frames[1:5].permute(0, 3, 1, 2))
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed (it ships wheels for Linux x86-64 only)")
+def test_png_frames_decode_after_the_decord_backend_loads_first(tmp_path):
+    """decord's bundled FFmpeg exports a zlib of its own: imported before torchvision's image
+    library, libpng binds to it and every PNG fails. A fresh process, decord through clipadapt first."""
+    import subprocess
+    import sys
+
+    frames = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    write_frames(tmp_path / "v", frames)
+    (tmp_path / "list.txt").write_text("v 4 0\n")
+    script = (
+        "import sys, torch\n"
+        "from clipadapt.data.video import decord_available\n"
+        "assert decord_available()\n"
+        "from clipadapt.data import VideoDataset\n"
+        f"d = VideoDataset({str(tmp_path / 'list.txt')!r}, root={str(tmp_path)!r}, num_frames=4, stride=1, size=32,\n"
+        "                 transform=lambda clip, generator: clip, on_error='raise')\n"
+        "torch.save(d[0]['video'], sys.argv[1])\n"
+    )
+    out = tmp_path / "clip.pt"
+    result = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert torch.equal(torch.load(out, weights_only=True), frames.permute(0, 3, 1, 2))
