@@ -120,14 +120,16 @@ def inputs(model: nn.Module, has_text: bool) -> tuple[torch.Tensor, torch.Tensor
     return images, torch.randint(1, vocab, (2, context), generator=generator)
 
 
-def check_adapters(plain: nn.Module, tmp: Path) -> bool:
-    """Inject -> identity -> one step -> save/load -> eject on a copy of `plain`; False when the model
-    has no transformer text tower (visual adapters only). Raises a refusal, or AssertionError."""
+def check_adapters(plain: nn.Module, tmp: Path) -> str | None:
+    """Inject -> identity -> one step -> save/load -> eject on a copy of `plain`; the refusal of its
+    text tower where it has none that takes adapters (visual adapters only), else None. Raises a
+    refusal, or AssertionError."""
     try:
         get_tower(plain, "text")
-        has_text = True
-    except REFUSALS:
-        has_text = False
+        text_refused = None
+    except REFUSALS as error:
+        text_refused = str(error)
+    has_text = text_refused is None
     images, tokens = inputs(plain, has_text)
     model = copy.deepcopy(plain)
     keys = list(model.state_dict())
@@ -164,7 +166,7 @@ def check_adapters(plain: nn.Module, tmp: Path) -> bool:
     assert list(model.state_dict()) == keys, "eject left other keys than the plain model's"
     with torch.no_grad():
         assert equal(encode(model, images, tokens), before), "eject did not restore the outputs"
-    return has_text
+    return text_refused
 
 
 def word_tokenizer(encoder) -> Tokenizer:
@@ -226,16 +228,17 @@ def sweep_row(arch: str) -> Row:
         return Row(arch, visual, text, refusal(error), "-")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            has_text = check_adapters(plain, Path(tmp))
+            text_refused = check_adapters(plain, Path(tmp))
     except REFUSALS as error:
         return Row(arch, visual, text, refusal(error), "-")
-    if not has_text:
-        return Row(arch, visual, text, "supported (visual adapters; no transformer text tower)", "-")
     try:
         check_video_model(plain)
         video = "supported"
     except REFUSALS as error:
         video = refusal(error)
+    if text_refused is not None:
+        cell = f"supported in the visual tower; text adapters refused: {text_refused}".replace("|", "\\|")
+        return Row(arch, visual, text, cell, video)
     return Row(arch, visual, text, "supported", video)
 
 
@@ -253,6 +256,12 @@ blocks, width 64, a 4x4 patch grid, random weights, offline) and put through cli
   pool at BPE's end-of-text (SigLIP, CLIPA: `last`; MetaCLIP 2 worldwide: `eos`) is given a
   word-level tokenizer of the prompts built here, as a recipe's `model.tokenizer` would give its
   own (nothing is downloaded).
+
+A text tower that is a Hugging Face model (RoBERTa, XLM-R, mT5, NLLB) is built as a random model of
+its type at the same small sizes (`clipadapt.backbones.shrink.small_hf_text_config`; its real
+config is not needed). Its layers are not pre-norm CLIP blocks, so text adapters and the text
+path (and with them the M2-CLIP video model) are refused in one line, while the visual tower takes
+every adapter.
 
 A config is either supported or refused with the one-line message clipadapt gives.
 The table is generated, and the suite checks that this page equals what it produces now:
@@ -293,10 +302,12 @@ def markdown(rows: list[Row]) -> str:
     import open_clip
 
     supported = sum(row.adapters.startswith("supported") for row in rows)
+    visual_only = sum(row.adapters.startswith("supported in the visual tower") for row in rows)
     video = sum(row.video == "supported" for row in rows)
     lines = [HEADER.format(version=open_clip.__version__, count=len(rows)),
-             f"**{supported} of {len(rows)} configs take adapters; the M2-CLIP video model builds and trains "
-             f"on {video}.**\n",
+             f"**{supported} of {len(rows)} configs take adapters ({visual_only} of them in the visual tower only: "
+             f"their text tower is a Hugging Face model); the M2-CLIP video model builds and trains on {video}: "
+             "every one that takes adapters and whose text tower is open_clip's transformer.**\n",
              "| config | visual tower | text tower | adapters | M2-CLIP video model |",
              "|---|---|---|---|---|",
              *(row.markdown() for row in rows)]

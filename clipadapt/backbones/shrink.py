@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import tempfile
 from typing import Any, Iterator
 
 import torch.nn as nn
@@ -101,12 +102,15 @@ def _small_timm_trunks(tiny: TinyConfig) -> Iterator[None]:
         timm_model.timm = real
 
 
-def shrink_config(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = True) -> dict[str, Any]:
+def shrink_config(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = True,
+                  hf_text: str | None = None) -> dict[str, Any]:
     """The ``embed_dim``, ``vision_cfg`` and ``text_cfg`` (and ``multimodal_cfg``) of open_clip's
     config `arch` with `tiny`'s sizes; the keyword arguments `small_open_clip` passes to
     ``open_clip.create_model``. The text tower keeps its context length and vocabulary (its
     tokenizer's), or with ``own_tokens=False`` takes `tiny`'s (for a tokenizer other than the
-    config's, e.g. OpenAI's BPE on a random-weight SigLIP).
+    config's, e.g. OpenAI's BPE on a random-weight SigLIP). A text tower that is a Hugging Face
+    model becomes the one whose ``config.json`` lies in the directory `hf_text`
+    (`small_hf_text_config`), random weights; without `hf_text` it is refused.
 
     Example:
         >>> shrink_config("ViT-B-16")["vision_cfg"]["width"]
@@ -133,10 +137,13 @@ def shrink_config(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = 
         vision.pop("attn_pooler_heads", None)
     if text.get("hf_model_name"):
         name = text["hf_model_name"]
-        raise UnsupportedModelError(f"{arch}: its text tower is the Hugging Face model {name!r}, which is not built small; "
-                                    f"build {arch} at full size (a recipe without model.config) with {name}'s config.json "
-                                    f"at hand (`hf download {name} config.json`, read from the cache offline)")
-    text.update(width=tiny.text_width, heads=tiny.text_heads, layers=tiny.text_layers)
+        if hf_text is None:
+            raise UnsupportedModelError(f"{arch}: its text tower is the Hugging Face model {name!r}, which is not built small; "
+                                        f"build {arch} at full size (a recipe without model.config) with {name}'s config.json "
+                                        f"at hand (`hf download {name} config.json`, read from the cache offline)")
+        text.update(hf_model_name=hf_text, hf_model_pretrained=False)
+    else:
+        text.update(width=tiny.text_width, heads=tiny.text_heads, layers=tiny.text_layers)
     if not own_tokens:
         text.update(context_length=tiny.context_length, vocab_size=tiny.vocab_size)
     shrunk = {"embed_dim": embed_dim, "vision_cfg": vision, "text_cfg": text}
@@ -149,9 +156,47 @@ def shrink_config(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = 
     return shrunk
 
 
+# open_clip's Hugging Face text models (text_cfg.hf_model_name) by the word in their name that
+# gives their transformers model type; open_clip.hf_configs.arch_dict names each type's size keys
+HF_TEXT_TYPES = (("xlm-roberta", "xlm-roberta"), ("roberta", "roberta"), ("mt5", "mt5"), ("nllb", "m2m_100"),
+                 ("bert", "bert"))
+
+
+def small_hf_text_config(name: str, tiny: TinyConfig | None = None):
+    """A random-weight stand-in for the Hugging Face text model `name` at `tiny`'s text sizes: the
+    ``transformers`` config of its model type (read from its name: `HF_TEXT_TYPES`) with the
+    width, heads and layers that open_clip's ``arch_dict`` names for that type, `tiny`'s
+    vocabulary, and the type's other defaults; an unknown name is refused in one line.
+
+    Example:
+        >>> small_hf_text_config("xlm-roberta-base").model_type, small_hf_text_config("xlm-roberta-base").hidden_size
+        ('xlm-roberta', 64)
+    """
+    from open_clip.hf_configs import arch_dict
+    from transformers import AutoConfig
+
+    tiny = tiny or TinyConfig()
+    model_type = next((kind for word, kind in HF_TEXT_TYPES if word in name.lower()), None)
+    if model_type is None:
+        raise UnsupportedModelError(f"the Hugging Face text model {name!r} is not built small (its type is not one of "
+                                    f"{', '.join(word for word, _ in HF_TEXT_TYPES)}): give its config.json")
+    keys = arch_dict[model_type]["config_names"]
+    sizes = {keys["width"]: tiny.text_width, keys["heads"]: tiny.text_heads, keys["layers"]: tiny.text_layers,
+             "vocab_size": tiny.vocab_size}
+    if model_type == "m2m_100":  # an encoder-decoder: open_clip keeps the encoder; a small decoder too
+        sizes.update(decoder_layers=1, decoder_attention_heads=tiny.text_heads, encoder_ffn_dim=tiny.text_mlp_width,
+                     decoder_ffn_dim=tiny.text_mlp_width)
+    elif model_type == "mt5":
+        sizes.update(d_ff=tiny.text_mlp_width, d_kv=tiny.text_width // tiny.text_heads, num_decoder_layers=1)
+    else:
+        sizes.update(intermediate_size=tiny.text_mlp_width)
+    return AutoConfig.for_model(model_type, **sizes)
+
+
 def small_open_clip(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = True) -> nn.Module:
     """open_clip's config `arch` built at `tiny`'s sizes (`shrink_config`, `own_tokens` as there)
-    with random weights, in eval mode, offline.
+    with random weights, in eval mode, offline. A Hugging Face text tower (RoBERTa, XLM-R, mT5,
+    NLLB) is a random-weight model of its type at the tiny text sizes (`small_hf_text_config`).
 
     Example:
         >>> clip = small_open_clip("EVA02-B-16")
@@ -163,13 +208,17 @@ def small_open_clip(arch: str, tiny: TinyConfig | None = None, own_tokens: bool 
     from clipadapt.backbones.open_clip import quiet_root_logger
 
     tiny = tiny or TinyConfig()
+    name = (open_clip.get_model_config(arch) or {}).get("text_cfg", {}).get("hf_model_name")
     try:
-        with _small_timm_trunks(tiny), quiet_root_logger():
-            model = open_clip.create_model(arch, pretrained=None, **shrink_config(arch, tiny, own_tokens))
+        with tempfile.TemporaryDirectory() as folder, _small_timm_trunks(tiny), quiet_root_logger():
+            if name:
+                small_hf_text_config(name, tiny).save_pretrained(folder)
+            sizes = shrink_config(arch, tiny, own_tokens, hf_text=folder if name else None)
+            model = open_clip.create_model(arch, pretrained=None, **sizes)
     except UnsupportedModelError as error:
         message = str(error)
         raise UnsupportedModelError(message if message.startswith(arch) else f"{arch}: {message}") from None
     return model.eval()
 
 
-__all__ = ["shrink_config", "small_open_clip", "small_timm", "timm_sizes"]
+__all__ = ["shrink_config", "small_hf_text_config", "small_open_clip", "small_timm", "timm_sizes"]
