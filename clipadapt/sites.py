@@ -153,7 +153,9 @@ class CaptureInput:
         x = _first_input(args, kwargs)
         compiling = torch.compiler.is_compiling()
         call = getattr(x, CALL_TAG, None) if not compiling and recomputing() else None
-        if call is None:  # a forward call (or a recomputation given a copy of its input: its state is the model's now)
+        if call is None and not compiling and recomputing():
+            refuse_a_copied_input(x)
+        if call is None:  # a forward call (or a recomputation inside a checkpointed run of blocks: the model's state)
             call = CallState(self.state.num_frames, self.state.routing, self.state.active)
             if not compiling:
                 setattr(x, CALL_TAG, call)
@@ -163,6 +165,20 @@ class CaptureInput:
         call = None if torch.compiler.is_compiling() or not args else getattr(args[0], CALL_TAG, None)
         if call is not None:
             self.bstate.enter(call, args[0])
+        elif args and not torch.compiler.is_compiling() and recomputing():
+            refuse_a_copied_input(args[0])
+
+
+def refuse_a_copied_input(x: torch.Tensor) -> None:
+    """Refuse a block recomputed inside backward from a detached copy of its input (reentrant
+    gradient checkpointing, ``use_reentrant=True``): the copy carries no `CallState`, and the
+    model's state at backward time (another ``frames`` T, other active sets) may not be the one
+    the call ran with. A recomputed block fed by the block before it (a checkpointed run of
+    several blocks) is not a copy: it has a ``grad_fn`` or does not require grad."""
+    if x.requires_grad and x.grad_fn is None:
+        raise RuntimeError("a block with adapters is recomputed inside backward from a copy of its input (reentrant "
+                           "gradient checkpointing, use_reentrant=True): the frame count and active sets of its call are "
+                           "lost; checkpoint with use_reentrant=False (BackboneSpec.set_grad_checkpointing does)")
 
 
 @dataclass(eq=False)

@@ -105,3 +105,19 @@ def test_a_recipe_switches_gradient_checkpointing_on_in_each_family(family):
     flags = [m.gradient_checkpointing for m in clip.modules() if hasattr(m, "_gradient_checkpointing_func")] if family == "hf" \
         else [m.grad_checkpointing for m in clip.modules() if hasattr(m, "grad_checkpointing")]
     assert flags and all(flags)
+
+
+def test_reentrant_checkpointing_is_refused_in_one_line_not_given_the_state_at_backward_time():
+    """use_reentrant=True recomputes a block from a detached copy of its input, which carries no
+    call state: backward inside `frames(model, 2)` would re-run a T=4 call with T=2."""
+    from torch.utils.checkpoint import checkpoint
+
+    model = BUILDERS["open_clip"]()
+    clipadapt.inject(model, "ted", layers="all", width=8)
+    model.train()
+    blocks = model.visual.transformer.resblocks
+    x = torch.randn(8, 5, blocks[0].ln_1.normalized_shape[0], requires_grad=True)  # (B*T, tokens, width)
+    with clipadapt.frames(model, 4):
+        out = checkpoint(blocks[0], x, use_reentrant=True)
+    with clipadapt.frames(model, 2), pytest.raises(RuntimeError, match="reentrant .*use_reentrant=False"):
+        out.square().sum().backward()
