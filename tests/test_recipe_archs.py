@@ -89,6 +89,10 @@ def test_validate_says_which_arch_a_config_builds_small():
     assert "open_clip ViT-B-16-SigLIP made small from model.config (its layout at these sizes)" in result.output
     result = CliRunner().invoke(app, ["validate", "quickstart", "model.family=hf", "model.arch=siglip2"])
     assert "hf a tiny siglip2 model from model.config (model.arch: its type)" in result.output, result.output
+    # a config whose text tower is a Hugging Face model is built small too (its visual tower takes adapters)
+    result = CliRunner().invoke(app, ["validate", "quickstart", "model.arch=roberta-ViT-B-32"])
+    assert result.exit_code == 0 and "roberta-ViT-B-32 made small" in result.output, result.output
+    assert "images 32 px" in result.output, result.output
 
 
 def test_the_siglip2_k400_recipe_takes_the_models_own_resolution_and_statistics():

@@ -330,10 +330,10 @@ class OpenCLIPSpec(BackboneSpec):
         if tiny is not None and arch in PLAIN_TINY_ARCHS:  # before importing open_clip: `validate` stays light
             return super().preprocess_for(arch, weights, tiny)
         if tiny is not None:  # `arch` made small: its own statistics at the small build's side
-            from clipadapt.backbones.shrink import shrink_config
+            from clipadapt.backbones.shrink import small_image_size
 
             found, source = pretrained_preprocess(arch, weights)
-            return from_config(found, side(shrink_config(arch, tiny)["vision_cfg"]["image_size"]), source)
+            return from_config(found, side(small_image_size(arch, tiny)), source)
         import open_clip
 
         arch = arch or "ViT-B-16"

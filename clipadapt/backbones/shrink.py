@@ -156,6 +156,17 @@ def shrink_config(arch: str, tiny: TinyConfig | None = None, own_tokens: bool = 
     return shrunk
 
 
+def small_image_size(arch: str, tiny: TinyConfig | None = None) -> int:
+    """The image side in `shrink_config`'s ``vision_cfg`` of `arch` at `tiny`'s sizes (what a
+    recipe's preprocessing needs before anything is built; no text tower is looked at).
+
+    Example:
+        >>> small_image_size("ViT-B-16-SigLIP")
+        32
+    """
+    return shrink_config(arch, tiny, hf_text="(not built: only the visual sizes are read)")["vision_cfg"]["image_size"]
+
+
 # open_clip's Hugging Face text models (text_cfg.hf_model_name) by the word in their name that
 # gives their transformers model type; open_clip.hf_configs.arch_dict names each type's size keys
 HF_TEXT_TYPES = (("xlm-roberta", "xlm-roberta"), ("roberta", "roberta"), ("mt5", "mt5"), ("nllb", "m2m_100"),
@@ -221,4 +232,4 @@ def small_open_clip(arch: str, tiny: TinyConfig | None = None, own_tokens: bool 
     return model.eval()
 
 
-__all__ = ["shrink_config", "small_hf_text_config", "small_open_clip", "small_timm", "timm_sizes"]
+__all__ = ["shrink_config", "small_hf_text_config", "small_image_size", "small_open_clip", "small_timm", "timm_sizes"]
