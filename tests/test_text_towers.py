@@ -173,14 +173,23 @@ def test_a_tower_without_a_known_tokenizer_says_what_to_give():
         text.tokenize(["a video of archery"])
 
 
-def test_a_model_tokenizer_absent_offline_is_one_line_naming_it():
-    try:
-        load_tokenizer("ViT-B-16-SigLIP", 64)
-    except ValueError as error:
-        message = str(error)
-    else:
-        pytest.skip("SigLIP's tokenizer is in this machine's Hugging Face cache")
-    assert "\n" not in message and "timm/ViT-B-16-SigLIP" in message and "tokenizer.json" in message
+def test_a_model_tokenizer_absent_offline_is_one_line_naming_it(tmp_path):
+    """In a fresh process whose Hugging Face cache is an empty folder, offline: the tokenizer is
+    absent whatever this machine's own cache holds."""
+    import os
+    import subprocess
+    import sys
+
+    from hang_guard import HANG_GUARD_S
+
+    script = ("from clipadapt.backbones.tokenizers import load_tokenizer\n"
+              "try:\n    load_tokenizer('ViT-B-16-SigLIP', 64)\nexcept ValueError as error:\n    print(error)\n"
+              "else:\n    print('LOADED')\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
+    assert result.returncode == 0, result.stderr[-2000:]
+    message = result.stdout.strip()
+    assert "\n" not in message and "timm/ViT-B-16-SigLIP" in message and "tokenizer.json" in message, message
 
 
 def test_a_missing_tokenizer_file_is_refused(tmp_path):

@@ -73,22 +73,24 @@ def go_through(case: str, adapter: str, tmp_path, **options) -> None:
         assert torch.equal(run(model, images), before)
 
 
-@pytest.mark.parametrize("adapter", ADAPTERS)
-@pytest.mark.parametrize("case", CASES)
-def test_every_adapter_goes_through_identity_training_reload_and_eject(case, adapter, tmp_path):
+def go_through_exact_sites(case: str, adapter: str, tmp_path) -> None:
+    """`go_through` with the adapter's test options; AIM on the sites that are exact on `case`."""
     options = dict(ADAPTERS[adapter])
     if adapter == "aim" and exact_aim_sites(case):
         options["site"] = exact_aim_sites(case)
     go_through(case, adapter, tmp_path, **options)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize("case", CASES)
+def test_every_adapter_goes_through_identity_training_reload_and_eject(case, adapter, tmp_path):
+    go_through_exact_sites(case, adapter, tmp_path)
 
 
 @pytest.mark.parametrize("adapter", ["ted", "st", "aim"])
 @pytest.mark.parametrize("case", LAYOUT_CASES)
 def test_temporal_adapters_go_through_every_further_layout(case, adapter, tmp_path):
-    options = dict(ADAPTERS[adapter])
-    if adapter == "aim" and exact_aim_sites(case):
-        options["site"] = exact_aim_sites(case)
-    go_through(case, adapter, tmp_path, **options)
+    go_through_exact_sites(case, adapter, tmp_path)
 
 
 @pytest.mark.parametrize("case", sorted(ROTARY))
